@@ -1,0 +1,98 @@
+"""python -m autograder COMMAND: the course's instructor tool.
+
+  release   [LAB ...]              labs/ from solutions/ (nbgrader generate_assignment)
+  samples   [LAB ...]              put the bundled sample submissions into grading/submitted
+  autograde [LAB ...] [--from DIR] autograde grading/submitted (or DIR/<student>/<lab>/<lab>.ipynb)
+  feedback  [LAB ...]              feedback HTML under grading/feedback
+  export    [--to CSV]             grade CSV (nbgrader export)
+  gradebook                        print the student x lab table
+  grade     [LAB ...]              all of the above on the samples: what `make grade` runs
+  bench                            reference kernels against the hardware limit (GPU)
+  build-notebook SCRIPT OUT        percent-format script -> nbgrader source notebook
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from . import config, gradebook, grading, runtime
+
+
+def _labs(names: list[str]) -> list[str]:
+    known = grading.all_labs()
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        sys.exit(f"unknown lab(s) {unknown}; the labs are {known}")
+    return names or known
+
+
+def _report(outcomes) -> None:
+    for o in outcomes:
+        if not o.ok:
+            print(f"  ! {o.student}/{o.lab}: {o.message}")
+
+
+def cmd_grade(labs: list[str]) -> None:
+    start = time.time()
+    print(runtime.describe())
+    grading.release(labs)
+    pairs = grading.submit_samples(labs)
+    _report(grading.autograde(pairs))
+    grading.feedback(labs)
+    csv = grading.export(config.grading_dir() / "grades.csv")
+    print("\n" + gradebook.table() + "\n")
+    print(f"feedback: {config.grading_dir() / 'feedback'}/<student>/<lab>/<lab>.html")
+    print(f"grades:   {csv}")
+    print(f"done in {time.time() - start:.0f} s")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m autograder", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("release", "samples", "feedback", "grade"):
+        sub.add_parser(name).add_argument("labs", nargs="*")
+    p = sub.add_parser("autograde")
+    p.add_argument("labs", nargs="*")
+    p.add_argument("--from", dest="source", type=Path, help="folder of <student>/<lab>/<lab>.ipynb")
+    sub.add_parser("export").add_argument("--to", type=Path, default=None)
+    sub.add_parser("gradebook")
+    sub.add_parser("bench")
+    p = sub.add_parser("build-notebook")
+    p.add_argument("script")
+    p.add_argument("out")
+    args = parser.parse_args(argv)
+
+    if args.command == "release":
+        grading.release(_labs(args.labs))
+    elif args.command == "samples":
+        for student, lab in grading.submit_samples(_labs(args.labs)):
+            print(f"submitted {student}/{lab}")
+    elif args.command == "autograde":
+        labs = _labs(args.labs)
+        if args.source:
+            pairs = grading.submit_folder(args.source, labs)
+        else:
+            root = config.grading_dir() / "submitted"
+            pairs = [(s.name, lab) for s in sorted(root.iterdir()) for lab in labs if (s / lab).is_dir()]
+        _report(grading.autograde(pairs))
+    elif args.command == "feedback":
+        grading.feedback(_labs(args.labs))
+    elif args.command == "export":
+        print(grading.export(args.to or config.grading_dir() / "grades.csv"))
+    elif args.command == "gradebook":
+        print(gradebook.table())
+    elif args.command == "grade":
+        cmd_grade(_labs(args.labs))
+    elif args.command == "bench":
+        from kernels import benchmarks
+        benchmarks.main()
+    elif args.command == "build-notebook":
+        from . import nbbuild
+        nbbuild.main([args.script, args.out])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+"""nbgrader configuration mapped onto the course layout.
+
+solutions/ is nbgrader's source folder, labs/ its release folder; everything a grading
+run writes (submissions, autograded copies, feedback, the gradebook database, the CSV)
+goes under one git-ignored grading folder, ./grading unless COURSE_GRADING_DIR says else.
+The repository's nbgrader_config.py calls `apply`, so the `nbgrader` command, JupyterLab's
+formgrader and `python -m autograder` all see the same settings.
+"""
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SOURCE_DIR = "solutions"
+RELEASE_DIR = "labs"
+COURSE_ID = "llm-systems"
+CELL_TIMEOUT_S = 60  # per cell; a hanging cell is interrupted and scores 0, the rest still runs
+
+
+def grading_dir() -> Path:
+    return Path(os.environ.get("COURSE_GRADING_DIR", ROOT / "grading")).resolve()
+
+
+def apply(c) -> None:
+    """Fill a traitlets config `c` (as in nbgrader_config.py) with the course settings."""
+    grading = grading_dir()
+    c.CourseDirectory.root = str(ROOT)
+    c.CourseDirectory.course_id = COURSE_ID
+    c.CourseDirectory.source_directory = SOURCE_DIR
+    # Tests release into a scratch folder to compare with the committed labs/.
+    c.CourseDirectory.release_directory = os.environ.get("COURSE_RELEASE_DIR", RELEASE_DIR)
+    c.CourseDirectory.submitted_directory = str(grading / "submitted")
+    c.CourseDirectory.autograded_directory = str(grading / "autograded")
+    c.CourseDirectory.feedback_directory = str(grading / "feedback")
+    c.CourseDirectory.db_url = f"sqlite:///{grading / 'gradebook.db'}"
+    c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback"]
+    c.Execute.timeout = int(os.environ.get("COURSE_CELL_TIMEOUT", CELL_TIMEOUT_S))
+    c.Execute.interrupt_on_timeout = True
+    c.Autograde.create_student = True
+    c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}

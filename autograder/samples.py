@@ -1,0 +1,80 @@
+"""Sample submissions that `make grade` autogrades, made fresh from each lab's notebooks.
+
+- reference: the released notebook with the instructor's solutions filled in (full marks)
+- untouched: the released notebook as a learner first gets it (zero, and no crash)
+- buggy:     the solutions with a plausible mistake (partial marks, a useful message)
+- hangs:     the solutions with an endless loop in one part (that part times out, scores 0)
+
+The mistakes live in autograder/samples/<lab>.toml as text replacements inside named
+solution cells, so they follow the solutions when those change; a replacement that no
+longer applies is an error, not a silently correct "buggy" sample.
+"""
+from __future__ import annotations
+
+import copy
+import tomllib
+from pathlib import Path
+
+import nbformat
+
+from .config import ROOT, RELEASE_DIR, SOURCE_DIR
+
+STUDENTS = ("reference", "untouched", "buggy", "hangs")
+SAMPLES_DIR = Path(__file__).parent / "samples"
+
+
+def notebook_path(folder: str, lab: str) -> Path:
+    return ROOT / folder / lab / f"{lab}.ipynb"
+
+
+def solution_code(source: str) -> str:
+    """The solution as a learner would type it: the markers dropped, the code kept."""
+    lines = source.splitlines()
+    return "\n".join(line for line in lines if line.strip() not in ("### BEGIN SOLUTION", "### END SOLUTION"))
+
+
+def _grade_id(cell) -> str | None:
+    return cell.metadata.get("nbgrader", {}).get("grade_id")
+
+
+def filled_in(release_nb, source_nb):
+    """The released notebook with every solution cell replaced by the instructor's solution."""
+    solutions = {_grade_id(c): c.source for c in source_nb.cells if c.metadata.get("nbgrader", {}).get("solution")}
+    nb = copy.deepcopy(release_nb)
+    for cell in nb.cells:
+        if cell.metadata.get("nbgrader", {}).get("solution"):
+            cell.source = solution_code(solutions[_grade_id(cell)])
+    return nb
+
+
+def mistakes(lab: str) -> dict:
+    path = SAMPLES_DIR / f"{lab}.toml"
+    return tomllib.loads(path.read_text()) if path.exists() else {}
+
+
+def _apply(nb, replacements: list[dict], lab: str, student: str):
+    for rep in replacements:
+        cells = [c for c in nb.cells if _grade_id(c) == rep["cell"]]
+        if not cells or rep["old"] not in cells[0].source:
+            raise ValueError(f"samples/{lab}.toml [{student}]: cell {rep['cell']!r} has no text {rep['old']!r}; "
+                             f"update the sample to match the solution")
+        cells[0].source = cells[0].source.replace(rep["old"], rep["new"], 1)
+    return nb
+
+
+def make_sample(lab: str, student: str, release_folder: str = RELEASE_DIR):
+    release_nb = nbformat.read(notebook_path(release_folder, lab), as_version=4)
+    if student == "untouched":
+        return release_nb
+    nb = filled_in(release_nb, nbformat.read(notebook_path(SOURCE_DIR, lab), as_version=4))
+    if student == "reference":
+        return nb
+    spec = mistakes(lab).get(student)
+    if spec is None:
+        raise KeyError(f"no [{student}] sample defined in autograder/samples/{lab}.toml")
+    return _apply(nb, spec["replace"], lab, student)
+
+
+def students_for(lab: str) -> list[str]:
+    defined = mistakes(lab)
+    return [s for s in STUDENTS if s in ("reference", "untouched") or s in defined]

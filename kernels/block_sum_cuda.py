@@ -1,0 +1,54 @@
+"""A sum reduction written in CUDA's own model, through numba-cuda.
+
+Triton hides threads; CUDA shows them. Each block of THREADS threads copies its slice
+of x into fast on-chip shared memory, then halves the number of active threads at
+every step, each adding its partner's value, with a barrier (syncthreads) between
+steps so nobody reads a value before it is written. Thread 0 writes the block's sum;
+the host adds the per-block partial sums. On a CPU, NUMBA_ENABLE_CUDASIM=1 runs the
+same kernel in numba's simulator, one Python thread per CUDA thread.
+"""
+import numpy as np
+import torch
+from numba import cuda, float32
+
+import kernels  # noqa: F401  (sets NUMBA_ENABLE_CUDASIM before numba.cuda is used on a CPU)
+
+THREADS = 128  # threads per block, a power of two
+
+
+@cuda.jit
+def block_sum_kernel(x, partial):
+    shared = cuda.shared.array(THREADS, float32)
+    tid = cuda.threadIdx.x
+    i = cuda.blockIdx.x * cuda.blockDim.x + tid
+    shared[tid] = x[i] if i < x.size else 0.0
+    cuda.syncthreads()
+    stride = THREADS // 2
+    while stride > 0:
+        if tid < stride:
+            shared[tid] += shared[tid + stride]
+        cuda.syncthreads()
+        stride //= 2
+    if tid == 0:
+        partial[cuda.blockIdx.x] = shared[0]
+
+
+def to_device(x: torch.Tensor):
+    """A numba device array viewing (GPU) or holding (simulator) the tensor's data."""
+    if x.is_cuda:
+        return cuda.as_cuda_array(x)
+    return cuda.to_device(x.detach().contiguous().numpy())
+
+
+def block_sum(x: torch.Tensor, kernel=None) -> torch.Tensor:
+    """Sum of a 1-D float32 tensor: one kernel launch for partial sums, then the host adds them."""
+    kernel = kernel or block_sum_kernel
+    x = x.contiguous().float()
+    n_blocks = max(1, (x.numel() + THREADS - 1) // THREADS)
+    partial = cuda.to_device(np.zeros(n_blocks, dtype=np.float32))
+    kernel[n_blocks, THREADS](to_device(x), partial)
+    return torch.from_numpy(partial.copy_to_host()).double().sum().float()
+
+
+def torch_sum(x: torch.Tensor) -> torch.Tensor:
+    return x.double().sum().float().cpu()
