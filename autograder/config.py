@@ -35,5 +35,12 @@ def apply(c) -> None:
     c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback"]
     c.Execute.timeout = int(os.environ.get("COURSE_CELL_TIMEOUT", CELL_TIMEOUT_S))
     c.Execute.interrupt_on_timeout = True
+    c.Execute.error_on_timeout = {
+        "ename": "CellTimeoutError",
+        "evalue": f"stopped after {c.Execute.timeout} s",
+        "traceback": [f"CellTimeoutError: this cell ran longer than {c.Execute.timeout} s and was stopped, "
+                      "so it scores 0. Look for a loop that never ends (for example a while loop whose "
+                      "condition never changes) in the code this cell calls."],
+    }
     c.Autograde.create_student = True
     c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}

@@ -30,7 +30,10 @@ def all_labs() -> list[str]:
 
 def nbgrader(*args: str, timeout: float | None = None, log: Path | None = None) -> subprocess.CompletedProcess:
     """Run `nbgrader ARGS` from the course root with the course config."""
-    env = dict(os.environ, COURSE_GRADING_DIR=str(config.grading_dir()), PYTHONUNBUFFERED="1")
+    config.grading_dir().mkdir(parents=True, exist_ok=True)  # nbgrader creates its database there
+    # the venv's bin/ first on PATH: nbgrader runs `alembic`, and kernels must be this Python
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = dict(os.environ, PATH=path, COURSE_GRADING_DIR=str(config.grading_dir()), PYTHONUNBUFFERED="1")
     proc = subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=config.ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
     if log is not None:
