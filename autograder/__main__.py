@@ -2,7 +2,8 @@
 
   release   [LAB ...]              labs/ from solutions/ (nbgrader generate_assignment)
   samples   [LAB ...]              put the bundled sample submissions into grading/submitted
-  autograde [LAB ...] [--from DIR] autograde grading/submitted (or DIR/<student>/<lab>/<lab>.ipynb)
+  autograde [LAB ...] [--from DIR] [--workers N] [--resume]
+                                   autograde grading/submitted (or collect DIR/<student>/<lab>/ first)
   feedback  [LAB ...]              feedback HTML under grading/feedback
   export    [--to CSV]             grade CSV (nbgrader export)
   gradebook                        print the student x lab table
@@ -29,9 +30,9 @@ def _labs(names: list[str]) -> list[str]:
 
 
 def _report(outcomes) -> None:
-    for o in outcomes:
-        if not o.ok:
-            print(f"  ! {o.student}/{o.lab}: {o.message}")
+    for o in sorted(outcomes, key=lambda o: (o.student, o.lab)):
+        if o.message or not o.ok:
+            print(f"  {'!' if not o.ok else '-'} {o.student}/{o.lab}: {o.message}")
 
 
 def cmd_grade(labs: list[str]) -> None:
@@ -39,7 +40,7 @@ def cmd_grade(labs: list[str]) -> None:
     print(runtime.describe())
     grading.release(labs)
     pairs = grading.submit_samples(labs)
-    _report(grading.autograde(pairs))
+    _report(grading.autograde(pairs, workers=2))
     grading.feedback(labs)
     csv = grading.export(config.grading_dir() / "grades.csv")
     print("\n" + gradebook.table() + "\n")
@@ -57,6 +58,8 @@ def main(argv=None) -> None:
     p = sub.add_parser("autograde")
     p.add_argument("labs", nargs="*")
     p.add_argument("--from", dest="source", type=Path, help="folder of <student>/<lab>/<lab>.ipynb")
+    p.add_argument("--workers", type=int, default=1, help="submissions graded at once")
+    p.add_argument("--resume", action="store_true", help="skip submissions already graded")
     sub.add_parser("export").add_argument("--to", type=Path, default=None)
     sub.add_parser("gradebook")
     sub.add_parser("bench")
@@ -77,7 +80,7 @@ def main(argv=None) -> None:
         else:
             root = config.grading_dir() / "submitted"
             pairs = [(s.name, lab) for s in sorted(root.iterdir()) for lab in labs if (s / lab).is_dir()]
-        _report(grading.autograde(pairs))
+        _report(grading.autograde(pairs, workers=args.workers, resume=args.resume))
     elif args.command == "feedback":
         grading.feedback(_labs(args.labs))
     elif args.command == "export":

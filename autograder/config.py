@@ -20,6 +20,11 @@ def grading_dir() -> Path:
     return Path(os.environ.get("COURSE_GRADING_DIR", ROOT / "grading")).resolve()
 
 
+def release_dir() -> Path:
+    """labs/ (COURSE_RELEASE_DIR releases elsewhere: the tests compare a fresh release with labs/)."""
+    return ROOT / os.environ.get("COURSE_RELEASE_DIR", RELEASE_DIR)
+
+
 def apply(c) -> None:
     """Fill a traitlets config `c` (as in nbgrader_config.py) with the course settings."""
     grading = grading_dir()
@@ -27,7 +32,7 @@ def apply(c) -> None:
     c.CourseDirectory.course_id = COURSE_ID
     c.CourseDirectory.source_directory = SOURCE_DIR
     # Tests release into a scratch folder to compare with the committed labs/.
-    c.CourseDirectory.release_directory = os.environ.get("COURSE_RELEASE_DIR", RELEASE_DIR)
+    c.CourseDirectory.release_directory = str(release_dir())
     c.CourseDirectory.submitted_directory = str(grading / "submitted")
     c.CourseDirectory.autograded_directory = str(grading / "autograded")
     c.CourseDirectory.feedback_directory = str(grading / "feedback")
@@ -43,4 +48,9 @@ def apply(c) -> None:
                       "condition never changes) in the code this cell calls."],
     }
     c.Autograde.create_student = True
+    sandbox_runtime = os.environ.get("COURSE_SANDBOX_RUNTIME")
+    if sandbox_runtime:  # set by autograder.grading when it grades in the sandbox
+        c.Execute.kernel_name = "course-sandbox"
+        c.KernelManager.transport = "ipc"  # the sandbox has no network, not even loopback
+        c.KernelManager.ip = str(Path(sandbox_runtime) / "kernel")
     c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}

@@ -7,18 +7,20 @@ the batch goes on to the next one.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, asdict
 from pathlib import Path
 
 import nbformat
 
-from . import config, samples
+from . import config, preflight, samples, sandbox
 
 SUBMISSION_TIMEOUT_S = 20 * 60  # a whole notebook; cells have their own, shorter limit
 
@@ -28,28 +30,57 @@ def all_labs() -> list[str]:
     return sorted(p.name for p in src.iterdir() if (p / f"{p.name}.ipynb").exists())
 
 
-def nbgrader(*args: str, timeout: float | None = None, log: Path | None = None) -> subprocess.CompletedProcess:
-    """Run `nbgrader ARGS` from the course root with the course config."""
-    config.grading_dir().mkdir(parents=True, exist_ok=True)  # nbgrader creates its database there
+@functools.cache
+def sandboxed() -> bool:
+    """Grade in the sandbox when this machine can build it; say so once when it cannot."""
+    ok = sandbox.available()
+    if not ok:
+        print("note: no sandbox on this machine (needs root and util-linux namespaces); "
+              "submissions run in plain kernels", file=sys.stderr)
+    return ok
+
+
+def nbgrader(*args: str, timeout: float | None = None, log: Path | None = None,
+             isolate: bool = False) -> subprocess.CompletedProcess:
+    """Run `nbgrader ARGS` from the course root with the course config.
+
+    isolate=True runs the notebooks' kernels in the sandbox (autograde does).
+    """
+    grading = config.grading_dir()
+    grading.mkdir(parents=True, exist_ok=True)  # nbgrader creates its database there
     # the venv's bin/ first on PATH: nbgrader runs `alembic`, and kernels must be this Python
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    env = dict(os.environ, PATH=path, COURSE_GRADING_DIR=str(config.grading_dir()), PYTHONUNBUFFERED="1")
-    proc = subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=config.ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    env = dict(os.environ, PATH=path, COURSE_GRADING_DIR=str(grading), PYTHONUNBUFFERED="1")
+    runtime = None
+    if isolate and sandboxed():
+        runtime = sandbox.new_runtime_dir()
+        kernelspecs = sandbox.install_kernelspec(grading / "jupyter")
+        env.update(COURSE_SANDBOX_RUNTIME=str(runtime),
+                   JUPYTER_PATH=os.pathsep.join([str(kernelspecs), os.environ.get("JUPYTER_PATH", "")]))
+    try:
+        proc = subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=config.ROOT, env=env,
+                              capture_output=True, text=True, timeout=timeout)
+    finally:
+        if runtime is not None:
+            shutil.rmtree(runtime, ignore_errors=True)
+            sandbox.cleanup_cgroups()
     if log is not None:
         log.parent.mkdir(parents=True, exist_ok=True)
         log.write_text(f"$ nbgrader {' '.join(args)}\n{proc.stdout}\n{proc.stderr}")
     return proc
 
 
-def release(labs: list[str], release_folder: str | None = None) -> None:
-    """Generate the student version of each lab (labs/ unless `release_folder` is given)."""
-    extra = [f"--CourseDirectory.release_directory={release_folder}"] if release_folder else []
+def release(labs: list[str]) -> None:
+    """Generate the student version of each lab into the release folder (labs/)."""
     for lab in labs:
-        proc = nbgrader("generate_assignment", lab, "--force", *extra)
+        proc = nbgrader("generate_assignment", lab, "--force")
         if proc.returncode != 0:
             raise RuntimeError(f"nbgrader generate_assignment {lab} failed:\n{proc.stdout}\n{proc.stderr}")
-        print(f"released {lab} -> {release_folder or config.RELEASE_DIR}/{lab}/")
+        print(f"released {lab} -> {config.release_dir() / lab}/")
+
+
+def released_notebook(lab: str):
+    return nbformat.read(config.release_dir() / lab / f"{lab}.ipynb", as_version=4)
 
 
 def submission_dir(student: str, lab: str) -> Path:
@@ -63,10 +94,7 @@ def submit(student: str, lab: str, notebook) -> Path:
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
     path = folder / f"{lab}.ipynb"
-    if isinstance(notebook, (str, Path)):
-        shutil.copy(notebook, path)
-    else:
-        nbformat.write(notebook, path)
+    nbformat.write(notebook, path)
     (folder / "timestamp.txt").write_text(time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))
     return path
 
@@ -81,14 +109,18 @@ def submit_samples(labs: list[str]) -> list[tuple[str, str]]:
 
 
 def submit_folder(folder: Path, labs: list[str]) -> list[tuple[str, str]]:
-    """Copy a folder laid out as FOLDER/<student>/<lab>/<lab>.ipynb into the grading area."""
-    pairs = []
+    """Collect FOLDER/<student>/<lab>/*.ipynb, checking each before nbgrader sees it."""
+    pairs, notes = [], {}
     for student_dir in sorted(p for p in Path(folder).iterdir() if p.is_dir()):
         for lab in labs:
-            nb = student_dir / lab / f"{lab}.ipynb"
-            if nb.exists():
-                submit(student_dir.name, lab, nb)
-                pairs.append((student_dir.name, lab))
+            if not (student_dir / lab).exists():
+                continue
+            verdict = preflight.check(student_dir / lab, lab, released_notebook(lab))
+            submit(student_dir.name, lab, verdict.notebook)
+            if verdict.problem or verdict.notes:
+                notes[f"{student_dir.name}/{lab}"] = verdict.problem or " ".join(verdict.notes)
+            pairs.append((student_dir.name, lab))
+    _update_json(config.grading_dir() / "notes.json", notes)
     return pairs
 
 
@@ -99,32 +131,79 @@ class Outcome:
     ok: bool
     seconds: float
     message: str = ""
+    submitted_at: str = ""
+
+
+def _update_json(path: Path, entries: dict) -> dict:
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data.update(entries)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    tmp.replace(path)  # atomic: an interrupted batch never leaves a half-written file
+    return data
+
+
+def _timestamp(student: str, lab: str) -> str:
+    stamp = submission_dir(student, lab) / "timestamp.txt"
+    return stamp.read_text() if stamp.exists() else ""
 
 
 def autograde_one(student: str, lab: str) -> Outcome:
+    """Autograde one submission; if nbgrader itself fails on it, grade the unfilled lab instead
+    (zero, with the reason at the top of the feedback) so that every submission gets a grade."""
     log = config.grading_dir() / "logs" / f"autograde-{student}-{lab}.log"
     start = time.time()
+    notes = json.loads((config.grading_dir() / "notes.json").read_text()) \
+        if (config.grading_dir() / "notes.json").exists() else {}
+    message = notes.get(f"{student}/{lab}", "")
     try:
         proc = nbgrader("autograde", lab, "--student", student, "--force",
-                        timeout=SUBMISSION_TIMEOUT_S, log=log)
+                        timeout=SUBMISSION_TIMEOUT_S, log=log, isolate=True)
+        failure = "" if proc.returncode == 0 else _last_error(proc.stdout + proc.stderr)
     except subprocess.TimeoutExpired:
-        return Outcome(student, lab, False, time.time() - start,
-                       f"stopped after {SUBMISSION_TIMEOUT_S} s; see {log}")
-    ok = proc.returncode == 0
-    message = "" if ok else f"nbgrader autograde failed; see {log}"
-    return Outcome(student, lab, ok, time.time() - start, message)
+        failure = f"grading took longer than {SUBMISSION_TIMEOUT_S} s"
+    if failure:
+        message = f"the notebook could not be graded ({failure}); graded as the unfilled lab"
+        submit(student, lab, preflight.rejected(released_notebook(lab), message))
+        proc = nbgrader("autograde", lab, "--student", student, "--force",
+                        timeout=SUBMISSION_TIMEOUT_S, log=log.with_suffix(".fallback.log"), isolate=True)
+        if proc.returncode != 0:
+            return Outcome(student, lab, False, time.time() - start, f"{message}; fallback failed, see {log}")
+    return Outcome(student, lab, True, time.time() - start, message, _timestamp(student, lab))
 
 
-def autograde(pairs: list[tuple[str, str]]) -> list[Outcome]:
+def _last_error(output: str) -> str:
+    errors = [line.strip() for line in output.splitlines() if "ERROR" in line or "Error" in line]
+    return (errors[-1] if errors else "nbgrader failed")[:300]
+
+
+def autograde(pairs: list[tuple[str, str]], workers: int = 1, resume: bool = False) -> list[Outcome]:
+    """Autograde submissions with a progress bar, `workers` at a time.
+
+    Progress is saved after every submission (grading/status.json); with resume=True a
+    submission already graded at the same timestamp is skipped, so an interrupted batch
+    picks up where it stopped without grading anything twice.
+    """
     from tqdm.auto import tqdm
-    outcomes = []
-    with tqdm(pairs, desc="autograding", unit="submission") as bar:
-        for student, lab in bar:
-            bar.set_postfix_str(f"{student}/{lab}")
-            outcomes.append(autograde_one(student, lab))
-    status = config.grading_dir() / "status.json"
-    status.write_text(json.dumps([asdict(o) for o in outcomes], indent=1))
-    return outcomes
+    status_path = config.grading_dir() / "status.json"
+    status = json.loads(status_path.read_text()) if status_path.exists() else {}
+    done, todo = [], []
+    for student, lab in pairs:
+        previous = status.get(f"{student}/{lab}")
+        if resume and previous and previous["ok"] and previous["submitted_at"] == _timestamp(student, lab):
+            done.append(Outcome(**previous))
+        else:
+            todo.append((student, lab))
+    with tqdm(total=len(pairs), initial=len(done), desc="autograding", unit="submission") as bar, \
+            ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        futures = [pool.submit(autograde_one, student, lab) for student, lab in todo]
+        for future in as_completed(futures):
+            outcome = future.result()
+            done.append(outcome)
+            _update_json(status_path, {f"{outcome.student}/{outcome.lab}": asdict(outcome)})
+            bar.set_postfix_str(f"{outcome.student}/{outcome.lab}")
+            bar.update()
+    return done
 
 
 def feedback(labs: list[str]) -> None:

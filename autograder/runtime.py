@@ -41,5 +41,9 @@ def device() -> str:
 def describe() -> str:
     if on_gpu():
         import torch
-        return f"GPU: {torch.cuda.get_device_name()} (kernels compiled and run on the device)"
-    return "CPU only: Triton kernels run in TRITON_INTERPRET=1, numba.cuda in NUMBA_ENABLE_CUDASIM=1"
+        where = f"GPU: {torch.cuda.get_device_name()} (kernels compiled and run on the device)"
+    else:
+        where = "CPU only: Triton kernels run in TRITON_INTERPRET=1, numba.cuda in NUMBA_ENABLE_CUDASIM=1"
+    if os.environ.get("COURSE_SANDBOXED") == "1":
+        where += "; graded in the course sandbox (no network, read-only files)"
+    return where

@@ -17,14 +17,14 @@ from pathlib import Path
 
 import nbformat
 
-from .config import ROOT, RELEASE_DIR, SOURCE_DIR
+from .config import ROOT, SOURCE_DIR, release_dir
 
 STUDENTS = ("reference", "untouched", "buggy", "hangs")
 SAMPLES_DIR = Path(__file__).parent / "samples"
 
 
-def notebook_path(folder: str, lab: str) -> Path:
-    return ROOT / folder / lab / f"{lab}.ipynb"
+def notebook_path(folder, lab: str) -> Path:
+    return ROOT / folder / lab / f"{lab}.ipynb"  # an absolute folder replaces ROOT
 
 
 def solution_code(source: str) -> str:
@@ -62,8 +62,8 @@ def _apply(nb, replacements: list[dict], lab: str, student: str):
     return nb
 
 
-def make_sample(lab: str, student: str, release_folder: str = RELEASE_DIR):
-    release_nb = nbformat.read(notebook_path(release_folder, lab), as_version=4)
+def make_sample(lab: str, student: str):
+    release_nb = nbformat.read(notebook_path(release_dir(), lab), as_version=4)
     if student == "untouched":
         return release_nb
     nb = filled_in(release_nb, nbformat.read(notebook_path(SOURCE_DIR, lab), as_version=4))

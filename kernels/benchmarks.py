@@ -24,7 +24,7 @@ from typing import Callable
 import torch
 
 from autograder import bench, checks, runtime
-from kernels import matmul, softmax, vector_add
+from kernels import attention, matmul, softmax, vector_add
 
 COPY_BYTES = 1 << 30
 DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
@@ -90,6 +90,8 @@ for _dt in (torch.float16, torch.bfloat16):
     for _size in (4096, 8192):
         CASES.append(BenchCase("matmul", (_size,) * 3, _dt, two_matrices, matmul.matmul, torch.matmul,
                                lambda s, d: matmul.flops(*s), unit="TFLOP/s"))
+# lab 02: FlashAttention forward, B=4 H=16 N=4096 bf16, d=64/128, causal or not, vs torch SDPA (flash backend)
+CASES += attention.bench_cases(BenchCase, randn)
 
 # Optional: the CUDA-model reduction through numba-cuda (a row is skipped if numba cannot compile).
 try:

@@ -21,17 +21,14 @@ def graded_course(tmp_path_factory):
     scratch = tmp_path_factory.mktemp("course")
     os.environ["COURSE_GRADING_DIR"] = str(scratch / "grading")
     os.environ["COURSE_CELL_TIMEOUT"] = "40"
-    release_folder = str(scratch / "release")
+    os.environ["COURSE_RELEASE_DIR"] = str(scratch / "release")
     labs = grading.all_labs()
-    grading.release(labs, release_folder=release_folder)
-    pairs = []
-    for lab in labs:
-        for student in samples.students_for(lab):
-            grading.submit(student, lab, samples.make_sample(lab, student, release_folder=release_folder))
-            pairs.append((student, lab))
-    outcomes = grading.autograde(pairs)
+    grading.release(labs)
+    pairs = grading.submit_samples(labs)
+    outcomes = grading.autograde(pairs, workers=2)
     grading.feedback(labs)
     csv = grading.export(config.grading_dir() / "grades.csv")
-    yield dict(labs=labs, release=Path(release_folder), grading=config.grading_dir(),
+    yield dict(labs=labs, release=config.release_dir(), grading=config.grading_dir(),
                outcomes=outcomes, csv=csv)
-    os.environ.pop("COURSE_GRADING_DIR", None)
+    for var in ("COURSE_GRADING_DIR", "COURSE_CELL_TIMEOUT", "COURSE_RELEASE_DIR"):
+        os.environ.pop(var, None)

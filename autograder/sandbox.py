@@ -1,0 +1,159 @@
+"""Run a submission's Jupyter kernel in a sandbox.
+
+nbgrader starts kernels through a kernelspec; the course's "course-sandbox" kernelspec
+starts `python -m autograder.sandbox CONNECTION_FILE`, which execs the real ipykernel
+inside fresh Linux namespaces:
+
+- network: a new network namespace with no interface up, so no connection of any kind
+  (the kernel talks to nbgrader over IPC sockets, not TCP, for exactly this reason);
+- processes: a new PID namespace, so the submission sees and signals only its own
+  processes, and all of them die with the kernel; a pids cgroup caps forks;
+- files: the root filesystem read-only; a private /tmp holding a copy of the submission's
+  folder as the working directory; solutions/, the git history, the grading folder
+  (hidden tests, the gradebook, other students' submissions) replaced by empty mounts;
+- privileges: every capability dropped (no remounting, no escaping the mounts), plus
+  resource limits on file size and, without a GPU, address space.
+
+Where namespaces cannot be made (not root, no `unshare`), `available()` is False and
+grading falls back to nbgrader's plain kernel, saying so once in the batch log.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+from . import config
+
+KERNEL_NAME = "course-sandbox"
+RUNTIME_ROOT = Path("/run/course-sandbox")  # connection files and IPC sockets of sandboxed kernels
+MAX_PIDS = 512                  # processes + threads per submission
+MAX_FILE_BYTES = 256 * 2**20    # largest file a submission may write
+MAX_ADDRESS_SPACE = 12 * 2**30  # CPU only: CUDA maps far more virtual memory than it uses
+TMP_SIZE = "2g"                 # the private /tmp (counts against memory)
+
+# Runs inside the new namespaces as root, then drops every capability and execs the kernel.
+STAGE2 = r"""
+set -eu
+mount --make-rprivate /
+mount -t tmpfs -o size=$SANDBOX_TMP_SIZE,mode=1777 tmpfs /tmp
+mount -t tmpfs -o size=64m,mode=1777 tmpfs /dev/shm
+mkdir -p /tmp/work /tmp/home /tmp/.runtime
+cp -r "$SANDBOX_RUNTIME/work"/. /tmp/work/
+mount --bind "$SANDBOX_RUNTIME" /tmp/.runtime
+# hide the runtime folders of other kernels, then put this kernel's own back in place
+mount -t tmpfs -o size=1m tmpfs "$SANDBOX_RUNTIME_ROOT"
+mkdir -p "$SANDBOX_RUNTIME"
+mount --bind /tmp/.runtime "$SANDBOX_RUNTIME"
+mount -o remount,ro "$SANDBOX_RUNTIME_ROOT"
+for path in $SANDBOX_HIDE; do
+  if [ -d "$path" ]; then mount -t tmpfs -o ro,size=1m tmpfs "$path"; fi
+done
+mount -o remount,bind,ro /
+cd /tmp/work
+export COURSE_SANDBOXED=1 HOME=/tmp/home TMPDIR=/tmp MPLCONFIGDIR=/tmp/home/.mpl TRITON_CACHE_DIR=/tmp/home/.triton \
+       NUMBA_CACHE_DIR=/tmp/home/.numba PYTHONDONTWRITEBYTECODE=1
+exec setpriv --inh-caps=-all --bounding-set=-all --no-new-privs -- \
+     prlimit --fsize=$SANDBOX_FSIZE $SANDBOX_AS -- "$@"
+"""
+
+
+def _tools_present() -> bool:
+    return os.geteuid() == 0 and all(shutil.which(t) for t in ("unshare", "setpriv", "prlimit", "mount"))
+
+
+def available() -> bool:
+    """Can this machine build the sandbox? (root, util-linux, namespaces allowed)"""
+    if os.environ.get("COURSE_SANDBOX") == "0" or not _tools_present():
+        return False
+    probe = subprocess.run(["unshare", "--mount", "--net", "--pid", "--fork", "--mount-proc", "true"],
+                           capture_output=True, timeout=30)
+    return probe.returncode == 0
+
+
+def hidden_paths() -> list[str]:
+    root = config.ROOT
+    paths = [root / config.SOURCE_DIR, root / ".git", root / ".dev", config.grading_dir()]
+    return [str(p) for p in paths if p.exists()]
+
+
+def install_kernelspec(folder: Path) -> Path:
+    """Write the sandbox kernelspec under `folder`/kernels; add `folder` to JUPYTER_PATH."""
+    spec = folder / "kernels" / KERNEL_NAME
+    spec.mkdir(parents=True, exist_ok=True)
+    import json
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "autograder.sandbox", "{connection_file}"],
+        "display_name": "Python 3 (course sandbox)",
+        "language": "python",
+        "interrupt_mode": "signal",
+    }, indent=1))
+    return folder
+
+
+def new_runtime_dir() -> Path:
+    """A private folder for one nbgrader run's connection file and IPC sockets."""
+    RUNTIME_ROOT.mkdir(mode=0o711, parents=True, exist_ok=True)
+    path = RUNTIME_ROOT / uuid.uuid4().hex
+    path.mkdir(mode=0o700)
+    return path
+
+
+def _join_pids_cgroup() -> None:
+    """Best effort: cap processes and threads with a pids cgroup (v1 or v2)."""
+    for base in (Path("/sys/fs/cgroup/pids"), Path("/sys/fs/cgroup")):
+        if (base / "cgroup.procs").exists() and os.access(base, os.W_OK):
+            group = base / f"course-sandbox-{os.getpid()}"
+            try:
+                group.mkdir(exist_ok=True)
+                (group / "pids.max").write_text(str(MAX_PIDS))
+                (group / "cgroup.procs").write_text(str(os.getpid()))
+                return
+            except OSError:
+                continue
+
+
+def cleanup_cgroups() -> None:
+    """Remove empty cgroups left by finished sandboxes."""
+    for base in (Path("/sys/fs/cgroup/pids"), Path("/sys/fs/cgroup")):
+        for group in base.glob("course-sandbox-*"):
+            try:
+                group.rmdir()
+            except OSError:
+                pass
+
+
+def main(argv: list[str]) -> None:
+    # With the IPC transport the connection's "ip" is the path prefix of the kernel's sockets,
+    # in a runtime folder made by `new_runtime_dir`; the connection file goes there too, since
+    # the sandbox gets its own /tmp.
+    import json
+    info = json.loads(Path(argv[0]).read_text())
+    if info.get("transport") != "ipc" or not Path(info["ip"]).is_absolute():
+        sys.exit("the course sandbox needs KernelManager.transport='ipc' and an absolute KernelManager.ip")
+    runtime = Path(info["ip"]).parent
+    connection_file = runtime / "connection.json"
+    shutil.copy(argv[0], connection_file)
+    kernel = [sys.executable, "-m", "ipykernel_launcher", "-f", str(connection_file)]
+    # nbgrader starts the kernel in the submission's folder: stage its data files (not the
+    # notebooks) next to the connection file, where the sandbox can still see them
+    shutil.copytree(os.getcwd(), runtime / "work", ignore=shutil.ignore_patterns("*.ipynb"), dirs_exist_ok=True)
+    _join_pids_cgroup()
+    on_gpu = Path("/dev/nvidiactl").exists()
+    env = dict(os.environ,
+               SANDBOX_RUNTIME=str(runtime),
+               SANDBOX_RUNTIME_ROOT=str(RUNTIME_ROOT),
+               SANDBOX_HIDE=" ".join(hidden_paths()),
+               SANDBOX_TMP_SIZE=TMP_SIZE,
+               SANDBOX_FSIZE=str(MAX_FILE_BYTES),
+               SANDBOX_AS="" if on_gpu else f"--as={MAX_ADDRESS_SPACE}")
+    cmd = ["unshare", "--mount", "--net", "--pid", "--fork", "--kill-child", "--mount-proc",
+           "sh", "-c", STAGE2, "sandbox", *kernel]
+    os.execvpe(cmd[0], cmd, env)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,146 @@
+"""Lab 01 (generation): the shipped tiny model, the fused sampling kernel, speculative decoding."""
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+
+from autograder import checks, samples
+from kernels import sampling
+from kernels.tinylm import data, load, train
+
+ROOT = Path(__file__).resolve().parent.parent
+SOURCE = ROOT / "solutions" / "lab01_generation" / "lab01_generation.ipynb"
+
+
+def noise(B, V, seed):
+    return torch.rand(B, V, generator=torch.Generator().manual_seed(seed)).clamp_(1e-10, 1 - 1e-7)
+
+
+# ---- the model and its data ----------------------------------------------------------------
+
+def test_corpus_is_plain_text_and_split_by_play():
+    train_text, val_text = data.corpus()
+    assert len(train_text) > 1_000_000 and len(val_text) > 100_000
+    for marker in ("**", "_", "#", "\\"):
+        assert marker not in train_text, f"markdown left in the corpus: {marker!r}"
+    assert "MACBETH:" in train_text and "BRUTUS:" in val_text
+    assert "BRUTUS:" not in train_text.split("Julius Caesar")[0]  # held-out play not in train
+    assert data.vocabulary() == "".join(sorted(set(train_text + val_text)))
+
+
+@pytest.mark.parametrize("name", ["shakespeare", "shakespeare_draft"])
+def test_checkpoint_small_and_loads(name):
+    path = ROOT / "kernels" / "tinylm" / f"{name}.pt"
+    assert path.exists() and path.stat().st_size < 3_000_000
+    model, tok = load(name)
+    assert not model.training
+    ids = tok.encode("ROMEO:\n")
+    assert tok.decode(ids) == "ROMEO:\n"
+    logits = model(ids[None])
+    assert logits.shape == (1, len(ids), len(tok)) and torch.isfinite(logits).all()
+
+
+def test_models_beat_unigram_baseline():
+    tok, train_ids, val_ids = train.tokens()
+    baseline = train.unigram_baseline(train_ids, val_ids, len(tok))
+    target, _ = load("shakespeare")
+    draft, _ = load("shakespeare_draft")
+    target_loss = train.evaluate(target, val_ids, batches=4)
+    draft_loss = train.evaluate(draft, val_ids, batches=4)
+    assert target_loss < draft_loss < baseline - 0.3, (target_loss, draft_loss, baseline)
+    assert target_loss < 2.1, target_loss
+    assert draft.num_params() * 5 < target.num_params()
+
+
+# ---- the fused sampling kernel ---------------------------------------------------------------
+
+CASES = [  # (B, V, temperature, top_k, top_p)
+    (4, 100, 1.0, 0, 1.0),
+    (3, 79, 0.8, 10, 1.0),
+    (3, 200, 1.0, 0, 0.9),
+    (2, 1000, 1.2, 20, 0.8),
+    (3, 50, 1.0, 1, 1.0),
+    (3, 77, 1.0, 0, 1e-4),
+    (2, 1, 1.0, 0, 0.5),
+    (3, 64, 0.05, 0, 1.0),
+    (3, 64, 20.0, 0, 0.95),
+    (2, 30, 1.0, 100, 1.0),
+]
+
+
+@pytest.mark.parametrize("B,V,temperature,top_k,top_p", CASES)
+def test_fused_sample_matches_torch(B, V, temperature, top_k, top_p):
+    logits = checks.randn(B, V, seed=V, scale=2.0)
+    u = noise(B, V, seed=B + V)
+    got = sampling.fused_sample(logits, temperature, top_k, top_p, u)
+    want = sampling.torch_sample(logits, temperature, top_k, top_p, u)
+    checks.check_equal(got, want, what=f"fused_sample{(B, V, temperature, top_k, top_p)}")
+    if top_k == 1 or top_p < 1e-3:
+        checks.check_equal(got, logits.argmax(-1), what="greedy limit")
+
+
+def test_fused_sample_ties_and_strides():
+    logits = torch.randint(-3, 3, (4, 40), generator=torch.Generator().manual_seed(9)).float()
+    u = noise(4, 40, 9)
+    for k, p in [(5, 1.0), (0, 0.5), (5, 0.7)]:
+        checks.check_equal(sampling.fused_sample(logits, 1.0, k, p, u), sampling.torch_sample(logits, 1.0, k, p, u))
+    wide = checks.randn(3, 64, seed=1)[:, :50]          # a row stride larger than V
+    checks.check_equal(sampling.fused_sample(wide, 1.0, 7, 0.9, noise(3, 50, 1)),
+                       sampling.torch_sample(wide, 1.0, 7, 0.9, noise(3, 50, 1)))
+
+
+def test_filtered_probs():
+    x = torch.tensor([[3.0, 2.0, 1.0, 0.0, -1.0]])
+    p = sampling.torch_filtered_probs(x, 1.0, 0, 0.8)        # softmax: .64 .23 .09 .03 .01
+    assert (p[0, :2] > 0).all() and (p[0, 2:] == 0).all()   # .64 < .8 -> the token crossing .8 is kept
+    p = sampling.torch_filtered_probs(x, 1.0, 3, 1.0)
+    assert (p[0, :3] > 0).all() and (p[0, 3:] == 0).all()
+    assert torch.allclose(p.sum(), torch.tensor(1.0))
+
+
+@pytest.mark.parametrize("temperature,top_k,top_p", [(0.7, 0, 1.0), (1.0, 4, 1.0)])
+def test_fused_sample_distribution(temperature, top_k, top_p):
+    n = 400 if top_k == 0 else 150   # rows with a filter cost more in the interpreter
+    row = checks.randn(1, 8, seed=0, scale=1.5)
+    got = sampling.fused_sample(row.expand(n, -1).contiguous(), temperature, top_k, top_p, noise(n, 8, 1))
+    checks.check_distribution(got, sampling.torch_filtered_probs(row[0], temperature, top_k, top_p))
+
+
+def test_torch_sample_distribution():
+    row = checks.randn(1, 12, seed=3, scale=2.0)
+    for T, k, p in [(1.0, 0, 0.9), (0.5, 5, 1.0), (2.0, 6, 0.8)]:
+        got = sampling.torch_sample(row.expand(4000, -1), T, k, p, noise(4000, 12, 4))
+        checks.check_distribution(got, sampling.torch_filtered_probs(row[0], T, k, p))
+
+
+# ---- speculative decoding (the notebook's solution) ------------------------------------------
+
+def solution_namespace(*cells):
+    nb = nbformat.read(SOURCE, as_version=4)
+    sources = {c.metadata.get("nbgrader", {}).get("grade_id"): c.source for c in nb.cells}
+    ns = {"torch": torch}
+
+    @torch.no_grad()
+    def prefix_logits(model, ids, n=1):
+        return model(ids[None])[0, -n:].float()
+
+    ns["prefix_logits"] = prefix_logits
+    ns["next_logits"] = lambda model, ids: prefix_logits(model, ids, 1)[0]
+    for cell in cells:
+        exec(samples.solution_code(sources[cell]), ns)
+    return ns
+
+
+def test_speculative_solution_samples_target():
+    spec = solution_namespace("speculative_generate")["speculative_generate"]
+    V, n_new = 4, 3
+    target = checks.randn(V, V, seed=0, scale=1.5)
+    draft = checks.randn(V, V, seed=100, scale=1.5)
+    gen = torch.Generator().manual_seed(0)
+    prompt = torch.tensor([0])
+    outs = torch.stack([spec(lambda i: target[i], lambda i: draft[i], prompt, n_new, 2, gen)[1:]
+                        for _ in range(3000)])
+    p = torch.softmax(target, -1)
+    exact = torch.einsum("a,ab,bc->abc", p[0], p, p).flatten()
+    checks.check_distribution(outs[:, 0] * 16 + outs[:, 1] * 4 + outs[:, 2], exact, what="speculative samples")
