@@ -24,7 +24,7 @@ from typing import Callable
 import torch
 
 from autograder import bench, checks, runtime
-from kernels import attention, matmul, softmax, vector_add
+from kernels import attention, linear_attention, matmul, selective_scan, softmax, vector_add
 
 COPY_BYTES = 1 << 30
 DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
@@ -92,6 +92,10 @@ for _dt in (torch.float16, torch.bfloat16):
                                lambda s, d: matmul.flops(*s), unit="TFLOP/s"))
 # lab 02: FlashAttention forward, B=4 H=16 N=4096 bf16, d=64/128, causal or not, vs torch SDPA (flash backend)
 CASES += attention.bench_cases(BenchCase, randn)
+# lab 03: chunked linear attention (B=4 H=16 N=4096 d=64/128 bf16) vs the masked quadratic form;
+# selective scan (batch=4 L=1024 D=512 S=16) vs the sequential PyTorch loop
+CASES += linear_attention.bench_cases(BenchCase, randn)
+CASES += selective_scan.bench_cases(BenchCase, randn)
 
 # Optional: the CUDA-model reduction through numba-cuda (a row is skipped if numba cannot compile).
 try:
