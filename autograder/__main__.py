@@ -9,6 +9,7 @@
   gradebook                        print the student x lab table
   grade     [LAB ...]              all of the above on the samples: what `make grade` runs
   bench                            reference kernels against the hardware limit (GPU)
+  stress    [--lab LAB] [-n 200] [--workers 2]   throughput and peak memory on many submissions
   build-notebook SCRIPT OUT        percent-format script -> nbgrader source notebook
 """
 from __future__ import annotations
@@ -63,6 +64,10 @@ def main(argv=None) -> None:
     sub.add_parser("export").add_argument("--to", type=Path, default=None)
     sub.add_parser("gradebook")
     sub.add_parser("bench")
+    p = sub.add_parser("stress")
+    p.add_argument("--lab", default="lab00_triton_warmup")
+    p.add_argument("-n", type=int, default=200)
+    p.add_argument("--workers", type=int, default=2)
     p = sub.add_parser("build-notebook")
     p.add_argument("script")
     p.add_argument("out")
@@ -92,6 +97,9 @@ def main(argv=None) -> None:
     elif args.command == "bench":
         from kernels import benchmarks
         benchmarks.main()
+    elif args.command == "stress":
+        from . import stress
+        stress.run(args.lab, args.n, args.workers)
     elif args.command == "build-notebook":
         from . import nbbuild
         nbbuild.main([args.script, args.out])

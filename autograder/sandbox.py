@@ -32,7 +32,7 @@ KERNEL_NAME = "course-sandbox"
 RUNTIME_ROOT = Path("/run/course-sandbox")  # connection files and IPC sockets of sandboxed kernels
 MAX_PIDS = 512                  # processes + threads per submission
 MAX_FILE_BYTES = 256 * 2**20    # largest file a submission may write
-MAX_ADDRESS_SPACE = 12 * 2**30  # CPU only: CUDA maps far more virtual memory than it uses
+MAX_ADDRESS_SPACE = 6 * 2**30  # CPU only: CUDA maps far more virtual memory than it uses
 TMP_SIZE = "2g"                 # the private /tmp (counts against memory)
 
 # Runs inside the new namespaces as root, then drops every capability and execs the kernel.
