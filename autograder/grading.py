@@ -41,16 +41,19 @@ def sandboxed() -> bool:
 
 
 def nbgrader(*args: str, timeout: float | None = None, log: Path | None = None,
-             isolate: bool = False) -> subprocess.CompletedProcess:
+             isolate: bool = False, threads: int | None = None) -> subprocess.CompletedProcess:
     """Run `nbgrader ARGS` from the course root with the course config.
 
-    isolate=True runs the notebooks' kernels in the sandbox (autograde does).
+    isolate=True runs the notebooks' kernels in the sandbox (autograde does); `threads`
+    caps torch's CPU threads so parallel workers do not fight over the cores.
     """
     grading = config.grading_dir()
     grading.mkdir(parents=True, exist_ok=True)  # nbgrader creates its database there
     # the venv's bin/ first on PATH: nbgrader runs `alembic`, and kernels must be this Python
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     env = dict(os.environ, PATH=path, COURSE_GRADING_DIR=str(grading), PYTHONUNBUFFERED="1")
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
     runtime = None
     if isolate and sandboxed():
         runtime = sandbox.new_runtime_dir()
@@ -148,7 +151,7 @@ def _timestamp(student: str, lab: str) -> str:
     return stamp.read_text() if stamp.exists() else ""
 
 
-def autograde_one(student: str, lab: str) -> Outcome:
+def autograde_one(student: str, lab: str, threads: int | None = None) -> Outcome:
     """Autograde one submission; if nbgrader itself fails on it, grade the unfilled lab instead
     (zero, with the reason at the top of the feedback) so that every submission gets a grade."""
     log = config.grading_dir() / "logs" / f"autograde-{student}-{lab}.log"
@@ -158,7 +161,7 @@ def autograde_one(student: str, lab: str) -> Outcome:
     message = notes.get(f"{student}/{lab}", "")
     try:
         proc = nbgrader("autograde", lab, "--student", student, "--force",
-                        timeout=SUBMISSION_TIMEOUT_S, log=log, isolate=True)
+                        timeout=SUBMISSION_TIMEOUT_S, log=log, isolate=True, threads=threads)
         failure = "" if proc.returncode == 0 else _last_error(proc.stdout + proc.stderr)
     except subprocess.TimeoutExpired:
         failure = f"grading took longer than {SUBMISSION_TIMEOUT_S} s"
@@ -166,15 +169,18 @@ def autograde_one(student: str, lab: str) -> Outcome:
         message = f"the notebook could not be graded ({failure}); graded as the unfilled lab"
         submit(student, lab, preflight.rejected(released_notebook(lab), message))
         proc = nbgrader("autograde", lab, "--student", student, "--force",
-                        timeout=SUBMISSION_TIMEOUT_S, log=log.with_suffix(".fallback.log"), isolate=True)
+                        timeout=SUBMISSION_TIMEOUT_S, log=log.with_suffix(".fallback.log"), isolate=True,
+                        threads=threads)
         if proc.returncode != 0:
             return Outcome(student, lab, False, time.time() - start, f"{message}; fallback failed, see {log}")
     return Outcome(student, lab, True, time.time() - start, message, _timestamp(student, lab))
 
 
 def _last_error(output: str) -> str:
-    errors = [line.strip() for line in output.splitlines() if "ERROR" in line or "Error" in line]
-    return (errors[-1] if errors else "nbgrader failed")[:300]
+    """nbgrader's first specific error line (its generic 'see the traceback' lines say nothing)."""
+    lines = [line.split("ERROR]", 1)[1].strip() for line in output.splitlines() if "| ERROR]" in line]
+    useful = [line for line in lines if line and not line.startswith(("Please see", "There was an error"))]
+    return (useful[0] if useful else lines[-1] if lines else "nbgrader failed")[:300]
 
 
 def autograde(pairs: list[tuple[str, str]], workers: int = 1, resume: bool = False) -> list[Outcome]:
@@ -196,7 +202,8 @@ def autograde(pairs: list[tuple[str, str]], workers: int = 1, resume: bool = Fal
             todo.append((student, lab))
     with tqdm(total=len(pairs), initial=len(done), desc="autograding", unit="submission") as bar, \
             ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = [pool.submit(autograde_one, student, lab) for student, lab in todo]
+        threads = max(1, (os.cpu_count() or 1) // max(1, workers))  # one share of the cores each
+        futures = [pool.submit(autograde_one, student, lab, threads) for student, lab in todo]
         for future in as_completed(futures):
             outcome = future.result()
             done.append(outcome)

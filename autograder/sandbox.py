@@ -39,7 +39,16 @@ TMP_SIZE = "2g"                 # the private /tmp (counts against memory)
 STAGE2 = r"""
 set -eu
 mount --make-rprivate /
+# the course or its Python may live under /tmp: keep those folders through the new /tmp
+i=0
+for path in $SANDBOX_KEEP; do
+  i=$((i+1)); mkdir -p "$SANDBOX_RUNTIME/keep/$i"; mount --bind "$path" "$SANDBOX_RUNTIME/keep/$i"
+done
 mount -t tmpfs -o size=$SANDBOX_TMP_SIZE,mode=1777 tmpfs /tmp
+i=0
+for path in $SANDBOX_KEEP; do
+  i=$((i+1)); mkdir -p "$path"; mount --bind "$SANDBOX_RUNTIME/keep/$i" "$path"
+done
 mount -t tmpfs -o size=64m,mode=1777 tmpfs /dev/shm
 mkdir -p /tmp/work /tmp/home /tmp/.runtime
 cp -r "$SANDBOX_RUNTIME/work"/. /tmp/work/
@@ -78,6 +87,19 @@ def hidden_paths() -> list[str]:
     root = config.ROOT
     paths = [root / config.SOURCE_DIR, root / ".git", root / ".dev", config.grading_dir()]
     return [str(p) for p in paths if p.exists()]
+
+
+def kept_under_tmp() -> list[str]:
+    """Folders the kernel needs that live under /tmp (which the sandbox replaces): the course
+    and the Python environment, outermost first, none inside another."""
+    needed = {config.ROOT, Path(sys.prefix), Path(sys.base_prefix)}
+    needed |= {Path(p) for p in sys.path if p and Path(p).is_dir()}
+    under_tmp = sorted({p.resolve() for p in needed if p.resolve().is_relative_to("/tmp")}, key=lambda p: len(p.parts))
+    kept: list[Path] = []
+    for path in under_tmp:
+        if not any(path.is_relative_to(k) for k in kept):
+            kept.append(path)
+    return [str(p) for p in kept]
 
 
 def install_kernelspec(folder: Path) -> Path:
@@ -147,6 +169,7 @@ def main(argv: list[str]) -> None:
                SANDBOX_RUNTIME=str(runtime),
                SANDBOX_RUNTIME_ROOT=str(RUNTIME_ROOT),
                SANDBOX_HIDE=" ".join(hidden_paths()),
+               SANDBOX_KEEP=" ".join(kept_under_tmp()),
                SANDBOX_TMP_SIZE=TMP_SIZE,
                SANDBOX_FSIZE=str(MAX_FILE_BYTES),
                SANDBOX_AS="" if on_gpu else f"--as={MAX_ADDRESS_SPACE}")

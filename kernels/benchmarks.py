@@ -24,7 +24,7 @@ from typing import Callable
 import torch
 
 from autograder import bench, checks, runtime
-from kernels import attention, linear_attention, matmul, selective_scan, softmax, vector_add
+from kernels import attention, kv_cache, linear_attention, matmul, selective_scan, softmax, vector_add
 
 COPY_BYTES = 1 << 30
 DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
@@ -96,6 +96,8 @@ CASES += attention.bench_cases(BenchCase, randn)
 # selective scan (batch=4 L=1024 D=512 S=16) vs the sequential PyTorch loop
 CASES += linear_attention.bench_cases(BenchCase, randn)
 CASES += selective_scan.bench_cases(BenchCase, randn)
+# lab 04: split-K decode attention over an fp16 / int8 / int4 cache (B=8 H=32 d=128, N=4096/32768) vs torch SDPA fp16 decode
+CASES += kv_cache.bench_cases(BenchCase, randn)
 
 # Optional: the CUDA-model reduction through numba-cuda (a row is skipped if numba cannot compile).
 try:

@@ -20,7 +20,7 @@ def graded_course(tmp_path_factory):
 
     scratch = tmp_path_factory.mktemp("course")
     os.environ["COURSE_GRADING_DIR"] = str(scratch / "grading")
-    os.environ["COURSE_CELL_TIMEOUT"] = "40"
+    os.environ["COURSE_CELL_TIMEOUT"] = "60"
     os.environ["COURSE_RELEASE_DIR"] = str(scratch / "release")
     labs = grading.all_labs()
     grading.release(labs)

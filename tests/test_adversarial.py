@@ -1,0 +1,236 @@
+"""Hostile and broken submissions, graded in one batch with two honest ones.
+
+Each case is a submission of lab00 that does something a real class eventually sends: an
+endless loop, a memory or fork bomb, reading the solutions or other students' work, writing
+outside its folder, opening a connection, killing its kernel, patching the checks, editing
+the graded cells, or a file that is not a notebook at all. For every case: it gets a grade
+and a message, it cannot raise its own score, nothing outside its sandbox changes, and the
+honest submissions in the same batch are graded correctly.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+import socket
+import threading
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from autograder import config, gradebook, grading, samples, sandbox
+
+LAB = "lab00_triton_warmup"
+FULL = 12  # lab00's correctness points
+ROOT = config.ROOT
+
+pytestmark = pytest.mark.skipif(not sandbox.available(), reason="the sandbox needs root and util-linux namespaces")
+
+
+class Listener:
+    """A TCP server on loopback that counts connections (there must be none)."""
+
+    def __init__(self):
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.5)
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        self.running = True
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while self.running:
+            try:
+                conn, _ = self.sock.accept()
+                self.connections += 1
+                conn.close()
+            except OSError:
+                pass
+
+    def close(self):
+        self.running = False
+        self.thread.join(timeout=2)
+        self.sock.close()
+
+
+def _with_code(nb, code: str, cell_id: str = "add_kernel"):
+    """Put `code` at the top of a learner-editable solution cell."""
+    nb = copy.deepcopy(nb)
+    cell = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == cell_id)
+    cell.source = code + "\n" + cell.source
+    return nb
+
+
+def _graded_cells(nb):
+    return [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade")]
+
+
+def build_cases(port: int) -> dict:
+    """case name -> (what to write in the lab folder, expected correctness score or None, text in the feedback)."""
+    released = grading.released_notebook(LAB)
+    reference = samples.make_sample(LAB, "reference")
+    solution = str(ROOT / "solutions" / LAB / f"{LAB}.ipynb")
+    grading_dir = str(config.grading_dir())
+
+    edited = copy.deepcopy(released)
+    for cell in _graded_cells(edited):
+        cell.source = "pass  # every test passes!"
+    deleted = copy.deepcopy(released)
+    deleted.cells = [c for c in deleted.cells if not c.metadata.get("nbgrader", {}).get("grade")]
+    reordered = copy.deepcopy(reference)
+    tests = _graded_cells(reordered)
+    reordered.cells = tests + [c for c in reordered.cells if c not in tests]
+    points = copy.deepcopy(released)
+    for cell in _graded_cells(points):
+        cell.metadata.nbgrader["points"] = 100
+    renamed_kernel = copy.deepcopy(reference)
+    renamed_kernel.metadata.kernelspec.name = "evil-kernel"
+    missing_module = copy.deepcopy(reference)
+    missing_module.cells.insert(2, nbformat.v4.new_code_cell("import module_that_does_not_exist"))
+    huge = copy.deepcopy(reference)
+    huge.cells[0].source += "\n<!-- " + "x" * (25 * 2**20) + " -->"
+
+    return {
+        "reference": (reference, FULL, "CPU only"),
+        "untouched": (released, 0, "not implemented yet"),
+        "loops_forever": (_with_code(released, "while True:\n    pass"), 0, "CellTimeoutError"),
+        "memory_hog": (_with_code(released, "hog = []\nwhile True:\n    hog.append(bytearray(2**30))"), 0, "MemoryError"),
+        "fork_bomb": (_with_code(released, "import os, time\nfor _ in range(100_000):\n    if os.fork() == 0:\n"
+                                           "        time.sleep(600)"), 0, ("BlockingIOError", "Kernel died")),
+        "writes_outside": (_with_code(released, f"open({str(ROOT / 'README.md')!r}, 'a').write('pwned')"), 0,
+                           "Read-only file system"),
+        "deletes_outside": (_with_code(released, f"import shutil\nshutil.rmtree({str(ROOT / 'kernels')!r})"), 0,
+                            "Read-only file system"),
+        "reads_solutions": (_with_code(released, f"exec(open({solution!r}).read())"), 0, "No such file"),
+        "reads_hidden_tests": (_with_code(released, f"open({grading_dir + '/gradebook.db'!r}, 'rb').read()"), 0,
+                               "No such file"),
+        "reads_other_submissions": (_with_code(
+            released, f"import glob\nfound = glob.glob({grading_dir + '/submitted/*/*/*.ipynb'!r})\n"
+                      f"assert found, 'no other submissions visible'"), 0, "no other submissions visible"),
+        "opens_network": (_with_code(released, f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=3)"),
+                          0, "Network is unreachable"),
+        "exits_kernel": (_with_code(released, "import os\nos._exit(0)"), 0, "could not be graded"),
+        "kills_kernel": (_with_code(released, "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)"), 0,
+                         "could not be graded"),
+        "redefines_assert": (_with_code(released, "import builtins\nbuiltins.AssertionError = type('Never', (Exception,), {})"),
+                             0, "changes how it is graded"),
+        "redefines_allclose": (_with_code(released, "torch.allclose = lambda *a, **k: True"), 0, "changes how it is graded"),
+        "patches_checks": (_with_code(released, "checks.check_function = lambda *a, **k: None"), 0,
+                           "changes how it is graded"),
+        "patches_with_setattr": (_with_code(released, "setattr(checks, 'compare', lambda *a, **k: 0.0)"), 0,
+                                 "changes how it is graded"),
+        "replaces_module": (_with_code(released, "import sys, types\nsys.modules['autograder.checks'] = types.SimpleNamespace()"),
+                            0, "changes how it is graded"),
+        "edits_test_cells": (edited, 0, "not implemented yet"),
+        "deletes_test_cells": (deleted, 0, None),
+        "reorders_cells": (reordered, None, None),  # graded, and never above the honest score
+        "changes_points": (points, 0, None),
+        "invalid_json": ('{"cells": [', 0, "not valid JSON"),
+        "nbformat_v3": (nbformat.writes(nbformat.convert(reference, 3)), FULL, "CPU only"),
+        "empty_file": ("", 0, "is empty"),
+        "very_large": (huge, 0, "over the 20 MB limit"),
+        "wrong_file_name": (("my_lab00.ipynb", reference), FULL, "graded as"),
+        "prints_megabytes": (_with_code(released, "print('x' * 10_000_000)"), 0, None),
+        "other_kernel_name": (renamed_kernel, FULL, "CPU only"),
+        "missing_module": (missing_module, FULL, "ModuleNotFoundError"),
+        "no_notebook": (("notes.txt", "I forgot"), 0, "no notebook was submitted"),
+    }
+
+
+def _write(folder: Path, content) -> None:
+    folder.mkdir(parents=True)
+    name = f"{LAB}.ipynb"
+    if isinstance(content, tuple):
+        name, content = content
+    if isinstance(content, nbformat.NotebookNode):
+        content = nbformat.writes(content)
+    (folder / name).write_text(content)
+
+
+def _tree_digest(*folders: Path) -> str:
+    """A hash of every file's path and bytes under `folders` (what the batch must not change)."""
+    digest = hashlib.sha256()
+    for folder in folders:
+        for path in sorted(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+            digest.update(str(path).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory):
+    scratch = tmp_path_factory.mktemp("adversarial")
+    saved = {k: os.environ.get(k) for k in ("COURSE_GRADING_DIR", "COURSE_RELEASE_DIR", "COURSE_CELL_TIMEOUT")}
+    os.environ.update(COURSE_GRADING_DIR=str(scratch / "grading"), COURSE_RELEASE_DIR=str(scratch / "release"),
+                      COURSE_CELL_TIMEOUT="30")
+    listener = Listener()
+    try:
+        grading.release([LAB])
+        cases = build_cases(listener.port)
+        for name, (content, _, _) in cases.items():
+            _write(scratch / "submissions" / name / LAB, content)
+        protected = [ROOT / d for d in ("autograder", "kernels", "solutions", "labs", "course", "tests")]
+        before = _tree_digest(*protected, ROOT / "README.md")
+        pairs = grading.submit_folder(scratch / "submissions", [LAB])
+        submitted_before = _tree_digest(config.grading_dir() / "submitted")
+        outcomes = {o.student: o for o in grading.autograde(pairs, workers=2)}
+        grading.feedback([LAB])
+        yield dict(cases=cases, outcomes=outcomes, scores=gradebook.scores(), listener=listener,
+                   unchanged=before == _tree_digest(*protected, ROOT / "README.md"),
+                   submitted_unchanged=submitted_before == _tree_digest(config.grading_dir() / "submitted"),
+                   pairs=pairs)
+    finally:
+        listener.close()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+CASE_NAMES = [
+    "reference", "untouched", "loops_forever", "memory_hog", "fork_bomb", "writes_outside", "deletes_outside",
+    "reads_solutions", "reads_hidden_tests", "reads_other_submissions", "opens_network", "exits_kernel",
+    "kills_kernel", "redefines_assert", "redefines_allclose", "patches_checks", "patches_with_setattr",
+    "replaces_module", "edits_test_cells", "deletes_test_cells", "reorders_cells", "changes_points",
+    "invalid_json", "nbformat_v3", "empty_file", "very_large", "wrong_file_name", "prints_megabytes",
+    "other_kernel_name", "missing_module", "no_notebook"]
+
+
+@pytest.mark.parametrize("name", CASE_NAMES)
+def test_case_gets_a_grade_and_a_message(batch, name):
+    _, expected, message = batch["cases"][name]
+    outcome = batch["outcomes"][name]
+    assert outcome.ok, outcome
+    score = batch["scores"][(name, LAB)]
+    assert score.correctness_max == FULL, f"{name}: the points of a lab come from the release, not the submission"
+    if expected is not None:
+        assert score.correctness == expected, (name, score)
+    else:
+        assert score.correctness <= FULL
+    assert score.speed == 0
+    html = (config.grading_dir() / "feedback" / name / LAB / f"{LAB}.html").read_text()
+    if message:  # one text, or a tuple of acceptable ones
+        alternatives = message if isinstance(message, tuple) else (message,)
+        assert any(m in html or m in outcome.message for m in alternatives), \
+            f"{name}: feedback does not say {message!r}"
+    assert len(html) < 10 * 2**20, "feedback stays readable"
+
+
+def test_nothing_outside_the_sandbox_changed(batch):
+    assert batch["unchanged"], "a submission changed files of the course"
+    assert batch["submitted_unchanged"], "a submission changed the submitted files"
+    assert batch["listener"].connections == 0, "a submission reached a server on loopback"
+    assert (ROOT / "kernels" / "softmax.py").exists() and "pwned" not in (ROOT / "README.md").read_text()
+
+
+def test_grading_twice_gives_the_same_result_and_resume_skips_done_work(batch):
+    first = batch["scores"][("reference", LAB)].correctness
+    again = grading.autograde([("reference", LAB)], resume=False)
+    assert again[0].ok and gradebook.scores()[("reference", LAB)].correctness == first
+    resumed = grading.autograde(batch["pairs"], resume=True)
+    assert len(resumed) == len(batch["pairs"])
+    assert all(o.seconds == batch["outcomes"][o.student].seconds or o.student == "reference" for o in resumed), \
+        "resume must not grade finished submissions again"
