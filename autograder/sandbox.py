@@ -38,30 +38,46 @@ TMP_SIZE = "2g"                 # the private /tmp (counts against memory)
 # Runs inside the new namespaces as root, then drops every capability and execs the kernel.
 STAGE2 = r"""
 set -eu
+R="$SANDBOX_RUNTIME"
 mount --make-rprivate /
-# the course or its Python may live under /tmp: keep those folders through the new /tmp
+# 1. stash what must survive the fresh /tmp and /dev: the course or its Python may live under
+#    /tmp, and the kernel needs a few device nodes (and the GPU's, when there is one)
 i=0
 for path in $SANDBOX_KEEP; do
-  i=$((i+1)); mkdir -p "$SANDBOX_RUNTIME/keep/$i"; mount --bind "$path" "$SANDBOX_RUNTIME/keep/$i"
+  i=$((i+1)); mkdir -p "$R/keep/$i"; mount --bind "$path" "$R/keep/$i"
 done
+mkdir -p "$R/dev"
+for node in null zero full random urandom $SANDBOX_DEVICES; do
+  if [ -e "/dev/$node" ]; then touch "$R/dev/$node"; mount --bind "/dev/$node" "$R/dev/$node"; fi
+done
+# 2. a private /tmp (the working folder) and a minimal /dev
 mount -t tmpfs -o size=$SANDBOX_TMP_SIZE,mode=1777 tmpfs /tmp
+mount -t tmpfs -o size=1m,mode=755 tmpfs /dev
+for node in null zero full random urandom $SANDBOX_DEVICES; do
+  if [ -e "$R/dev/$node" ]; then touch "/dev/$node"; mount --bind "$R/dev/$node" "/dev/$node"; fi
+done
+mkdir -p /dev/shm && mount -t tmpfs -o size=64m,mode=1777 tmpfs /dev/shm
+ln -s /proc/self/fd /dev/fd
 i=0
 for path in $SANDBOX_KEEP; do
-  i=$((i+1)); mkdir -p "$path"; mount --bind "$SANDBOX_RUNTIME/keep/$i" "$path"
+  i=$((i+1)); mkdir -p "$path"; mount --bind "$R/keep/$i" "$path"
 done
-mount -t tmpfs -o size=64m,mode=1777 tmpfs /dev/shm
 mkdir -p /tmp/work /tmp/home /tmp/.runtime
-cp -r "$SANDBOX_RUNTIME/work"/. /tmp/work/
-mount --bind "$SANDBOX_RUNTIME" /tmp/.runtime
-# hide the runtime folders of other kernels, then put this kernel's own back in place
+cp -r "$R/work"/. /tmp/work/
+# 3. hide the runtime folders of other kernels, then put this kernel's own back in place
+mount --bind "$R" /tmp/.runtime
 mount -t tmpfs -o size=1m tmpfs "$SANDBOX_RUNTIME_ROOT"
-mkdir -p "$SANDBOX_RUNTIME"
-mount --bind /tmp/.runtime "$SANDBOX_RUNTIME"
-mount -o remount,ro "$SANDBOX_RUNTIME_ROOT"
+mkdir -p "$R"
+mount --bind /tmp/.runtime "$R"
+# 4. hide what a submission must never read
 for path in $SANDBOX_HIDE; do
   if [ -d "$path" ]; then mount -t tmpfs -o ro,size=1m tmpfs "$path"; fi
 done
-mount -o remount,bind,ro /
+# 5. every mount read-only except the private /tmp, /dev/shm and this kernel's sockets
+awk '{print $5}' /proc/self/mountinfo | sort -u | while read -r m; do
+  case "$m" in /tmp|/dev/shm|"$R") continue ;; esac
+  mount -o remount,bind,ro "$m" 2>/dev/null || true
+done
 cd /tmp/work
 export COURSE_SANDBOXED=1 HOME=/tmp/home TMPDIR=/tmp MPLCONFIGDIR=/tmp/home/.mpl TRITON_CACHE_DIR=/tmp/home/.triton \
        NUMBA_CACHE_DIR=/tmp/home/.numba PYTHONDONTWRITEBYTECODE=1
@@ -170,6 +186,7 @@ def main(argv: list[str]) -> None:
                SANDBOX_RUNTIME_ROOT=str(RUNTIME_ROOT),
                SANDBOX_HIDE=" ".join(hidden_paths()),
                SANDBOX_KEEP=" ".join(kept_under_tmp()),
+               SANDBOX_DEVICES=" ".join(p.name for p in Path("/dev").glob("nvidia*") if p.is_char_device()),
                SANDBOX_TMP_SIZE=TMP_SIZE,
                SANDBOX_FSIZE=str(MAX_FILE_BYTES),
                SANDBOX_AS="" if on_gpu else f"--as={MAX_ADDRESS_SPACE}")
