@@ -2,8 +2,9 @@
 
     python -m autograder stress --lab lab00_triton_warmup -n 200 --workers 2
 
-The submissions cycle through the lab's samples (reference, untouched, buggy, hangs), so
-the batch has the mix of fast, slow and failing notebooks a real class sends. It runs in
+The submissions cycle through the lab's samples, one in twenty an endless loop (`hangs`,
+which waits out the cell timeout) and the rest reference, untouched and buggy notebooks:
+roughly the mix of finished, unfinished and wrong work a real class sends. It runs in
 its own grading folder (grading/stress unless COURSE_GRADING_DIR is set) and prints
 submissions per minute, the peak memory the machine used during the batch, and whether
 every submission got a grade.
@@ -51,10 +52,10 @@ class PeakMemory:
 def run(lab: str, n: int, workers: int) -> dict:
     os.environ.setdefault("COURSE_GRADING_DIR", str(config.ROOT / "grading" / "stress"))
     grading.release([lab])
-    kinds = samples.students_for(lab)
+    honest = [k for k in samples.students_for(lab) if k != "hangs"]
     pairs = []
     for i in range(n):
-        kind = kinds[i % len(kinds)]
+        kind = "hangs" if i % 20 == 19 else honest[i % len(honest)]
         student = f"s{i:03d}-{kind}"
         grading.submit(student, lab, samples.make_sample(lab, kind))
         pairs.append((student, lab))
