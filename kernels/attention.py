@@ -251,7 +251,7 @@ def _gpu_configs():
 def _keep_config(conf, named_args, **kwargs):
     """Drop configs whose tiles would not fit the head dim's register/shared-memory budget."""
     head_dim = named_args.get("HEAD_DIM", kwargs.get("HEAD_DIM"))
-    bm, bn = conf.kwargs["BLOCK_M"], conf.kwargs["BLOCK_N"]
+    bn = conf.kwargs["BLOCK_N"]
     return not (head_dim == 128 and bn == 128 and conf.num_stages > 2)
 
 

@@ -218,7 +218,7 @@ class GQAPool(Press):
     of consecutive heads, without any retraining (the GQA paper uptrains after pooling)."""
 
     def __init__(self, kv_heads):
-        self.kv_heads, self.name = kv_heads, f"GQA pool"
+        self.kv_heads, self.name = kv_heads, "GQA pool"
 
     def __call__(self, layer):
         B, H, n, d = layer.k.shape

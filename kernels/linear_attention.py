@@ -40,7 +40,6 @@ once and writes o once (4 N d elements), whatever the chunk size.
 """
 from __future__ import annotations
 
-import math
 
 import torch
 import triton

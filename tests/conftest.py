@@ -16,7 +16,7 @@ def graded_course(tmp_path_factory):
 
     The expensive part of the suite (a few minutes on 2 cores), shared by the grading tests.
     """
-    from autograder import config, grading, samples
+    from autograder import config, grading
 
     scratch = tmp_path_factory.mktemp("course")
     os.environ["COURSE_GRADING_DIR"] = str(scratch / "grading")

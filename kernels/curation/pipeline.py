@@ -20,7 +20,6 @@ from __future__ import annotations
 import collections
 from dataclasses import dataclass, field
 
-import numpy as np
 
 from kernels import minhash
 
