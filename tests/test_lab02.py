@@ -12,41 +12,37 @@ def qkv(B, H, N, d, seed=0, dtype=torch.float32):
     return tuple(checks.randn(B, H, N, d, seed=seed + i, dtype=dtype) for i in range(3))
 
 
+def check_flash(q, k, v, causal, *, atol_lse=None, atol_o=None, **kwargs):
+    """The Triton kernel's O and LSE against the naive PyTorch attention on the same inputs."""
+    o, lse = attention.flash_attention(q, k, v, causal, **kwargs)
+    scale = {"scale": kwargs["scale"]} if "scale" in kwargs else {}
+    ref_o, ref_lse = attention.torch_attention(q, k, v, causal, **scale)
+    checks.compare(o, ref_o, atol=atol_o, what="O")
+    checks.compare(lse, ref_lse, atol=atol_lse, what="LSE")
+
+
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("B,H,N,d", [(1, 1, 1, 16), (2, 3, 37, 16), (1, 2, 100, 64), (1, 1, 64, 32),
                                      (2, 1, 17, 128)])
 def test_flash_matches_naive(B, H, N, d, causal):
-    q, k, v = qkv(B, H, N, d, seed=N)
-    o, lse = attention.flash_attention(q, k, v, causal)
-    ref_o, ref_lse = attention.torch_attention(q, k, v, causal)
-    checks.compare(o, ref_o, what="O")
-    checks.compare(lse, ref_lse, what="LSE")
+    check_flash(*qkv(B, H, N, d, seed=N), causal)
 
 
 def test_flash_other_block_sizes_and_scale():
     q, k, v = qkv(1, 2, 75, 32, seed=5)
     for causal in (False, True):
-        o, lse = attention.flash_attention(q, k, v, causal, scale=0.3, BLOCK_M=64, BLOCK_N=32)
-        ref_o, ref_lse = attention.torch_attention(q, k, v, causal, scale=0.3)
-        checks.compare(o, ref_o, what="O")
-        checks.compare(lse, ref_lse, what="LSE")
+        check_flash(q, k, v, causal, scale=0.3, BLOCK_M=64, BLOCK_N=32)
 
 
 def test_flash_non_contiguous_inputs_use_strides():
     # (B, N, H, d) memory viewed as (B, H, N, d), as a model's projections produce it
     q, k, v = (checks.randn(2, 40, 2, 16, seed=i).transpose(1, 2) for i in range(3))
-    o, lse = attention.flash_attention(q, k, v, True)
-    ref_o, ref_lse = attention.torch_attention(q, k, v, True)
-    checks.compare(o, ref_o, what="O")
-    checks.compare(lse, ref_lse, what="LSE")
+    check_flash(q, k, v, True)
 
 
 def test_flash_large_scores_do_not_overflow():
     q, k, v = qkv(1, 1, 50, 16, seed=9)
-    o, lse = attention.flash_attention(q * 30, k * 30, v, False)
-    ref_o, ref_lse = attention.torch_attention(q * 30, k * 30, v, False)
-    checks.compare(o, ref_o, atol=1e-4, what="O")
-    checks.compare(lse, ref_lse, atol=1e-3, what="LSE")
+    check_flash(q * 30, k * 30, v, False, atol_o=1e-4, atol_lse=1e-3)
 
 
 def test_reference_matches_torch_sdpa():
