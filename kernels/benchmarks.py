@@ -24,7 +24,8 @@ from typing import Callable
 import torch
 
 from autograder import bench, checks, runtime
-from kernels import attention, kv_cache, linear_attention, matmul, minhash, selective_scan, softmax, vector_add
+from kernels import (attention, kv_cache, linear_attention, matmul, minhash, selective_scan, similarity_topk, softmax,
+                     vector_add)
 
 COPY_BYTES = 1 << 30
 DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
@@ -100,6 +101,8 @@ CASES += selective_scan.bench_cases(BenchCase, randn)
 CASES += kv_cache.bench_cases(BenchCase, randn)
 # lab 05: MinHash signatures, 4096 docs x 1024 shingles x 128 hash functions (int64 ops reported as T-ops/s)
 CASES += minhash.bench_cases(BenchCase, randn)
+# lab 06: fused similarity + top-k over a document matrix, vs (q @ D.T).topk
+CASES += similarity_topk.bench_cases(BenchCase, randn)
 
 # Optional: the CUDA-model reduction through numba-cuda (a row is skipped if numba cannot compile).
 try:
