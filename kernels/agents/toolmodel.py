@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from kernels.tinylm.model import GPT, GPTConfig, Tokenizer
+from kernels.tinylm.model import GPT, GPTConfig, Tokenizer, load_checkpoint
 
 CHECKPOINT = Path(__file__).resolve().parent / "tool_model.pt"
 EXTRA_CHARS = "".join(ch for ch in string.printable if ch not in "\t\r\x0b\x0c")
@@ -50,16 +50,7 @@ def extend_vocab(model: GPT, tok: Tokenizer) -> tuple[GPT, Tokenizer]:
 
 def load_tool_model(path: str | Path = CHECKPOINT) -> tuple[GPT, Tokenizer]:
     """The shipped tool-use checkpoint (fp16 on disk, fp32 in memory), eval mode, CPU."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no checkpoint {path}; train it with: python -m kernels.agents.train")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    model = GPT(GPTConfig(**ckpt["config"]))
-    state = {k: v.float() for k, v in ckpt["state_dict"].items()}
-    state["head.weight"] = state["tok_emb.weight"]
-    model.load_state_dict(state)
-    model.info = ckpt.get("info", {})
-    return model.eval(), Tokenizer(ckpt["vocab"])
+    return load_checkpoint(path, train_command="python -m kernels.agents.train")
 
 
 def safe_encode(tok: Tokenizer, text: str) -> torch.Tensor:

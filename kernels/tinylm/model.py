@@ -157,9 +157,15 @@ def save(model: GPT, tok: Tokenizer, name: str, **info) -> Path:
 
 def load(name: str = "shakespeare", device: str | torch.device = "cpu") -> tuple[GPT, Tokenizer]:
     """The shipped checkpoint `name` ('shakespeare' or 'shakespeare_draft') in eval mode, and its tokenizer."""
-    path = checkpoint_path(name)
+    return load_checkpoint(checkpoint_path(name), device)
+
+
+def load_checkpoint(path: Path, device: str | torch.device = "cpu",
+                    train_command: str = "python -m kernels.tinylm.train") -> tuple[GPT, Tokenizer]:
+    """A checkpoint written by `save` (fp16 on disk, fp32 in memory), in eval mode, and its tokenizer."""
+    path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"no checkpoint {path}; train it with: python -m kernels.tinylm.train")
+        raise FileNotFoundError(f"no checkpoint {path}; train it with: {train_command}")
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     model = GPT(GPTConfig(**ckpt["config"]))
     state = {k: v.float() for k, v in ckpt["state_dict"].items()}
