@@ -4,8 +4,8 @@ The Shakespeare model's vocabulary has no `{ } _ + * / = <`; `extend_vocab` appe
 printable ASCII characters as new token ids (new rows of the embedding matrix; the output head is
 tied to it, so it grows too) and keeps every old id, so the old weights still mean what they meant.
 
-Decoding uses a small key/value cache (the same idea as lab 04): each new character costs one
-position of work instead of a forward pass over the whole prefix.
+Decoding uses lab 04's key/value cache (`kernels.kv_press.forward_cached`): each new character
+costs one position of work instead of a forward pass over the whole prefix.
 """
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import string
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
+from kernels.kv_press import KVCache, forward_cached
 from kernels.tinylm.model import GPT, GPTConfig, Tokenizer, load_checkpoint
 
 CHECKPOINT = Path(__file__).resolve().parent / "tool_model.pt"
@@ -59,56 +59,26 @@ def safe_encode(tok: Tokenizer, text: str) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _forward_cached(model: GPT, idx: torch.Tensor, start: int, cache: list):
-    """Logits of the last position of idx (1, T) placed at positions start..start+T-1; fills cache."""
-    T = idx.shape[1]
-    x = model.tok_emb(idx) + model.pos_emb(torch.arange(start, start + T))
-    for i, block in enumerate(model.blocks):
-        attn = block.attn
-        h = block.ln1(x)
-        q, k, v = attn.qkv(h).split(x.shape[-1], dim=2)
-        nh = attn.n_head
-        q, k, v = (t.view(1, T, nh, -1).transpose(1, 2) for t in (q, k, v))
-        if len(cache) > i:
-            k = torch.cat([cache[i][0], k], dim=2)
-            v = torch.cat([cache[i][1], v], dim=2)
-            cache[i] = (k, v)
-        else:
-            cache.append((k, v))
-        # the new positions see all cached ones and the causal part of themselves
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=_mask(T, k.shape[2]))
-        x = x + attn.proj(y.transpose(1, 2).reshape(1, T, -1))
-        x = x + block.mlp(block.ln2(x))
-    return model.head(model.ln_f(x[:, -1]))
-
-
-def _mask(t_new: int, t_all: int) -> torch.Tensor:
-    return torch.ones(t_new, t_all, dtype=torch.bool).tril(t_all - t_new)
-
-
-@torch.no_grad()
 def generate_line(model: GPT, tok: Tokenizer, prompt: str, max_new: int = 72) -> str:
     """Greedy continuation of `prompt` up to (not including) the next newline.
 
     Only the last block_size characters are kept: the context window of the model."""
     block = model.config.block_size
     ids = safe_encode(tok, prompt)[-(block - 1):]
-    cache: list = []
-    logits = _forward_cached(model, ids.unsqueeze(0), 0, cache)
-    out, pos = [], ids.numel()
+    cache = KVCache(len(model.blocks))
+    logits = forward_cached(model, ids[None], cache)[0, -1]
+    out = []
     nl = tok.stoi["\n"]
     for _ in range(max_new):
         nxt = int(logits.argmax())
         if nxt == nl:
             break
         out.append(nxt)
-        if pos >= block:   # window full: slide it and recompute (rare for the short traces)
-            ids = torch.cat([ids, torch.tensor(out[-1:])])[-(block - 1):]
-            cache = []
-            logits = _forward_cached(model, ids.unsqueeze(0), 0, cache)
-            pos = ids.numel()
+        ids = torch.cat([ids, torch.tensor([nxt])])
+        if cache.seen >= block:   # window full: keep the last characters and start over (rare for short traces)
+            ids = ids[-(block - 1):]
+            cache = KVCache(len(model.blocks))
+            logits = forward_cached(model, ids[None], cache)[0, -1]
         else:
-            ids = torch.cat([ids, torch.tensor(out[-1:])])
-            logits = _forward_cached(model, torch.tensor([[nxt]]), pos, cache)
-            pos += 1
+            logits = forward_cached(model, torch.tensor([[nxt]]), cache)[0, -1]
     return tok.decode(out)
