@@ -126,8 +126,7 @@ def search_tool(index: TfidfIndex | None = None, k: int = 2, snippet: int = 300)
         return "\n".join(f"[{idx.meta[i].get('source', i)} / {idx.meta[i].get('section', '')}] (score {s:.2f}) "
                          + " ".join(idx.docs[i].split())[:snippet] for i, s in hits)
     return Tool("search", "Search the course notes; returns the best passages with their source.",
-                {"type": "object", "properties": {"query": {"type": "string"}, "k": {"type": "integer"}},
-                 "required": ["query"]}, search)
+                schema({"query": {"type": "string"}, "k": {"type": "integer"}}, required=["query"]), search)
 
 
 # ----------------------------------------------------------------------------------------------
