@@ -119,21 +119,20 @@ def classify(expression: str | None) -> str:
     tokens = _tokens(expression)
     pos = 0
 
-    def parse_or():
+    def parse_chain(operator, parse_operand, combine):
+        """operand (OPERATOR operand)*, folded by `combine` over the categories' ranks."""
         nonlocal pos
-        cats = [parse_and()]
-        while pos < len(tokens) and tokens[pos].upper() == "OR":
+        cats = [parse_operand()]
+        while pos < len(tokens) and tokens[pos].upper() == operator:
             pos += 1
-            cats.append(parse_and())
-        return min(cats, key=RANK.get)
+            cats.append(parse_operand())
+        return combine(cats, key=RANK.get)
 
-    def parse_and():
-        nonlocal pos
-        cats = [parse_atom()]
-        while pos < len(tokens) and tokens[pos].upper() == "AND":
-            pos += 1
-            cats.append(parse_atom())
-        return max(cats, key=RANK.get)
+    def parse_or():     # a choice: the most permissive alternative
+        return parse_chain("OR", parse_and, min)
+
+    def parse_and():    # all apply: the most restrictive part
+        return parse_chain("AND", parse_atom, max)
 
     def parse_atom():
         nonlocal pos
