@@ -180,6 +180,20 @@ def bytes_moved(B, H, N, d, bits, H_kv=None):
 # Triton: split-K decode attention over an fp16 / int8 / int4 cache, and the combine
 # ----------------------------------------------------------------------------------------------
 @triton.jit
+def _load_halves(ptrs, ok, half_offset, BITS: tl.constexpr):
+    """Rows `ok` of a K or V tile as fp32 (channels [0, d/2), channels [d/2, d)), codes not yet scaled.
+
+    int4: one byte holds channel j (low nibble) and j + d/2 (high), stored +8; fp16/int8: the second
+    half sits `half_offset` elements further."""
+    if BITS == 4:
+        packed = tl.load(ptrs, mask=ok[:, None], other=0)
+        return (packed & 15).to(tl.float32) - 8.0, (packed >> 4).to(tl.float32) - 8.0
+    lo = tl.load(ptrs, mask=ok[:, None], other=0).to(tl.float32)
+    hi = tl.load(ptrs + half_offset, mask=ok[:, None], other=0).to(tl.float32)
+    return lo, hi
+
+
+@triton.jit
 def _decode_split_kernel(Q, K, V, KS, VS, O_PART, LSE_PART,
                          N, SPLIT_LEN, H, GROUP, sm_scale,
                          stride_kb, stride_kh, stride_kn, stride_kd,
@@ -224,13 +238,7 @@ def _decode_split_kernel(Q, K, V, KS, VS, O_PART, LSE_PART,
         ok = rows < end
         k_ptrs = k_base + rows[:, None].to(tl.int64) * stride_kn + offs_h[None, :] * stride_kd
         v_ptrs = v_base + rows[:, None].to(tl.int64) * stride_vn + offs_h[None, :] * stride_vd
-        if BITS == 4:                                  # one byte = channel j (low) and j + d/2 (high)
-            kp = tl.load(k_ptrs, mask=ok[:, None], other=0)
-            k_lo = (kp & 15).to(tl.float32) - 8.0
-            k_hi = (kp >> 4).to(tl.float32) - 8.0
-        else:
-            k_lo = tl.load(k_ptrs, mask=ok[:, None], other=0).to(tl.float32)
-            k_hi = tl.load(k_ptrs + HALF * stride_kd, mask=ok[:, None], other=0).to(tl.float32)
+        k_lo, k_hi = _load_halves(k_ptrs, ok, HALF * stride_kd, BITS)
         s = tl.sum(k_lo * q_lo[None, :] + k_hi * q_hi[None, :], axis=1)
         s = tl.where(ok, s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, axis=0))
@@ -239,13 +247,7 @@ def _decode_split_kernel(Q, K, V, KS, VS, O_PART, LSE_PART,
         l_i = l_i * alpha + tl.sum(p, axis=0)
         if BITS != 16:                                 # per-token value scales fold into p
             p = p * tl.load(VS + kv_row * N + rows, mask=ok, other=0.0)
-        if BITS == 4:
-            vp = tl.load(v_ptrs, mask=ok[:, None], other=0)
-            v_lo = (vp & 15).to(tl.float32) - 8.0
-            v_hi = (vp >> 4).to(tl.float32) - 8.0
-        else:
-            v_lo = tl.load(v_ptrs, mask=ok[:, None], other=0).to(tl.float32)
-            v_hi = tl.load(v_ptrs + HALF * stride_vd, mask=ok[:, None], other=0).to(tl.float32)
+        v_lo, v_hi = _load_halves(v_ptrs, ok, HALF * stride_vd, BITS)
         acc_lo = acc_lo * alpha + tl.sum(p[:, None] * v_lo, axis=0)
         acc_hi = acc_hi * alpha + tl.sum(p[:, None] * v_hi, axis=0)
         m_i = m_new
