@@ -49,29 +49,28 @@ def _replace(clean_act, index):
 
 
 @torch.no_grad()
+def patch_scan(model, clean, corrupted, metric, names, n_units, index_of):
+    """(len(names), n_units) recovered fraction when unit u of activation `names[l]` (the slice
+    index_of(u)) is patched from the clean run into the corrupted one; `metric(logits) -> (B,)` is
+    averaged over the batch."""
+    _, cache = model.run_with_cache(clean, names=names)
+    m_clean, m_corr = metric(model(clean)).mean(), metric(model(corrupted)).mean()
+    out = torch.zeros(len(names), n_units)
+    for l, name in enumerate(names):
+        for u in range(n_units):
+            m = metric(model.run_with_hooks(corrupted, [(name, _replace(cache[name], index_of(u)))])).mean()
+            out[l, u] = recovered_fraction(m, m_clean, m_corr)
+    return out
+
+
 def patch_resid(model, clean, corrupted, metric):
-    """(n_layer, T) recovered fraction when blocks.{l}.hook_resid_pre at position t is patched from the clean
-    run into the corrupted one; `metric(logits) -> (B,)` is averaged over the batch."""
+    """(n_layer, T): blocks.{l}.hook_resid_pre patched at one position t."""
     names = [f"blocks.{l}.hook_resid_pre" for l in range(model.cfg.n_layer)]
-    _, cache = model.run_with_cache(clean, names=names)
-    m_clean, m_corr = metric(model(clean)).mean(), metric(model(corrupted)).mean()
-    out = torch.zeros(len(names), clean.shape[1])
-    for l, name in enumerate(names):
-        for t in range(clean.shape[1]):
-            m = metric(model.run_with_hooks(corrupted, [(name, _replace(cache[name], (slice(None), t)))])).mean()
-            out[l, t] = recovered_fraction(m, m_clean, m_corr)
-    return out
+    return patch_scan(model, clean, corrupted, metric, names, clean.shape[1], lambda t: (slice(None), t))
 
 
-@torch.no_grad()
 def patch_heads(model, clean, corrupted, metric):
-    """(n_layer, n_head) recovered fraction when one head's output (hook_z, all positions) is patched."""
+    """(n_layer, n_head): one head's output (hook_z, all positions) patched."""
     names = [f"blocks.{l}.attn.hook_z" for l in range(model.cfg.n_layer)]
-    _, cache = model.run_with_cache(clean, names=names)
-    m_clean, m_corr = metric(model(clean)).mean(), metric(model(corrupted)).mean()
-    out = torch.zeros(len(names), model.cfg.n_head)
-    for l, name in enumerate(names):
-        for h in range(model.cfg.n_head):
-            m = metric(model.run_with_hooks(corrupted, [(name, _replace(cache[name], (slice(None), slice(None), h)))])).mean()
-            out[l, h] = recovered_fraction(m, m_clean, m_corr)
-    return out
+    return patch_scan(model, clean, corrupted, metric, names, model.cfg.n_head,
+                      lambda h: (slice(None), slice(None), h))

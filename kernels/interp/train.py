@@ -29,19 +29,28 @@ FACTS_CFG = dict(vocab_size=tasks.facts_vocab()["size"], n_ctx=2, d_model=64, n_
 SAE_LAYER, SAE_HOOK, SAE_DICT, SAE_L1 = 2, "blocks.2.hook_resid_post", 512, 0.2
 
 
+def fit(model, loss_at, steps, **adamw):
+    """AdamW on loss_at(step) for `steps` steps; the model is left in eval mode."""
+    opt = torch.optim.AdamW(model.parameters(), **adamw)
+    for step in range(steps):
+        loss = loss_at(step)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
 def train_induction(steps=1000, batch=32, name="induction"):
     """Train (and save as `name`; name=None: return the model unsaved)."""
     torch.manual_seed(0)
     model = HookedTransformer(Config(**IND_CFG))
     V, C = IND_CFG["vocab_size"], IND_CFG["n_ctx"]
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
-    for step in range(steps):
+
+    def loss_at(step):
         x, _ = tasks.induction_batch(batch, seed=step, vocab=V, n_ctx=C)
-        loss = F.cross_entropy(model(x)[:, :-1].reshape(-1, V), x[:, 1:].reshape(-1))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
+        return F.cross_entropy(model(x)[:, :-1].reshape(-1, V), x[:, 1:].reshape(-1))
+
+    fit(model, loss_at, steps, lr=3e-3, weight_decay=0.01)
     if name is None:
         return model
     with torch.no_grad():
@@ -54,13 +63,8 @@ def train_modadd(steps=1200):
     torch.manual_seed(0)
     model = HookedTransformer(Config(**MOD_CFG))
     tokens, labels, train = tasks.modadd_data()
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1.0, betas=(0.9, 0.98))
-    for step in range(steps):
-        loss = F.cross_entropy(model(tokens[train])[:, -1], labels[train])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
+    fit(model, lambda step: F.cross_entropy(model(tokens[train])[:, -1], labels[train]), steps,
+        lr=3e-3, weight_decay=1.0, betas=(0.9, 0.98))
     with torch.no_grad():
         pred = model(tokens)[:, -1].argmax(-1)
     train_acc = (pred[train] == labels[train]).float().mean().item()
@@ -73,13 +77,7 @@ def train_facts(steps=800):
     torch.manual_seed(0)
     model = HookedTransformer(Config(**FACTS_CFG))
     tokens, target = tasks.facts_data()
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
-    for step in range(steps):
-        loss = F.cross_entropy(model(tokens)[:, -1], target)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
+    fit(model, lambda step: F.cross_entropy(model(tokens)[:, -1], target), steps, lr=3e-3, weight_decay=0.01)
     with torch.no_grad():
         acc = (model(tokens)[:, -1].argmax(-1) == target).float().mean().item()
     print(f"facts: {acc:.4f} of the {len(target)} facts recalled")
