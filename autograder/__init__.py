@@ -1,7 +1,6 @@
-"""The course's grading machinery: checks, benchmarks, nbgrader pipeline and CLI.
+"""The course's grading machinery (instructor side): nbgrader pipeline, sandbox, code policy
+enforcement, the hidden-test seam to the reference kernels, similarity report and CLI.
 
-Importing it decides, once, whether kernels run on a GPU or in the CPU interpreters.
+The learner-side pieces it grades with (checks, runtime, bench, policy) live in `genfast`.
 """
-from . import runtime
-
-runtime.configure()
+import genfast  # noqa: F401  (picks GPU or CPU interpreters before anything imports triton)

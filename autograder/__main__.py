@@ -19,7 +19,9 @@ import sys
 import time
 from pathlib import Path
 
-from . import config, gradebook, grading, runtime
+from genfast import runtime
+
+from . import config, gradebook, grading
 
 
 def _labs(names: list[str]) -> list[str]:

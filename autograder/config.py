@@ -53,4 +53,10 @@ def apply(c) -> None:
         c.Execute.kernel_name = "course-sandbox"
         c.KernelManager.transport = "ipc"  # the sandbox has no network, not even loopback
         c.KernelManager.ip = str(Path(sandbox_runtime) / "kernel")
+    elif os.environ.get("COURSE_GRADER_KERNEL"):  # no sandbox here: still bind the references first
+        c.Execute.kernel_name = os.environ["COURSE_GRADER_KERNEL"]
+    # feedback shows each test cell's outcome and message, not the hidden tests' source
+    c.GenerateFeedback.preprocessors = ["nbgrader.preprocessors.GetGrades",
+                                        "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
+                                        "autograder.feedback.HideHiddenTests"]
     c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}

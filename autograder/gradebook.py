@@ -9,7 +9,9 @@ from dataclasses import dataclass
 
 from nbgrader.api import Gradebook, MissingEntry
 
-from . import config, runtime
+from genfast import runtime
+
+from . import config
 
 SPEED_PREFIX = "speed_"
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import nbformat
 
-from . import config, preflight, samples, sandbox
+from . import config, grader, preflight, samples, sandbox
 
 SUBMISSION_TIMEOUT_S = 20 * 60  # a whole notebook; cells have their own, shorter limit
 
@@ -41,11 +41,13 @@ def sandboxed() -> bool:
 
 
 def nbgrader(*args: str, timeout: float | None = None, log: Path | None = None,
-             isolate: bool = False, threads: int | None = None) -> subprocess.CompletedProcess:
+             isolate: bool = False, threads: int | None = None, lab: str | None = None) -> subprocess.CompletedProcess:
     """Run `nbgrader ARGS` from the course root with the course config.
 
-    isolate=True runs the notebooks' kernels in the sandbox (autograde does); `threads`
-    caps torch's CPU threads so parallel workers do not fight over the cores.
+    isolate=True runs the notebooks' kernels in the sandbox (autograde does), or where there
+    is none in the course-grader kernel; both bind the hidden tests' references for `lab`
+    before the notebook's first cell. `threads` caps torch's CPU threads so parallel workers
+    do not fight over the cores.
     """
     grading = config.grading_dir()
     grading.mkdir(parents=True, exist_ok=True)  # nbgrader creates its database there
@@ -54,12 +56,18 @@ def nbgrader(*args: str, timeout: float | None = None, log: Path | None = None,
     env = dict(os.environ, PATH=path, COURSE_GRADING_DIR=str(grading), PYTHONUNBUFFERED="1")
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
+    if lab:
+        env["COURSE_LAB"] = lab
     runtime = None
-    if isolate and sandboxed():
-        runtime = sandbox.new_runtime_dir()
-        kernelspecs = sandbox.install_kernelspec(grading / "jupyter")
-        env.update(COURSE_SANDBOX_RUNTIME=str(runtime),
-                   JUPYTER_PATH=os.pathsep.join([str(kernelspecs), os.environ.get("JUPYTER_PATH", "")]))
+    if isolate:
+        kernelspecs = grader.install_kernelspec(grading / "jupyter")
+        env["JUPYTER_PATH"] = os.pathsep.join([str(kernelspecs), os.environ.get("JUPYTER_PATH", "")])
+        if sandboxed():
+            runtime = sandbox.new_runtime_dir()
+            sandbox.install_kernelspec(kernelspecs)
+            env["COURSE_SANDBOX_RUNTIME"] = str(runtime)
+        else:
+            env["COURSE_GRADER_KERNEL"] = grader.KERNEL_NAME
     try:
         proc = subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=config.ROOT, env=env,
                               capture_output=True, text=True, timeout=timeout)
@@ -106,7 +114,9 @@ def submit_samples(labs: list[str]) -> list[tuple[str, str]]:
     pairs = []
     for lab in labs:
         for student in samples.students_for(lab):
-            submit(student, lab, samples.make_sample(lab, student))
+            nb = samples.make_sample(lab, student)
+            preflight.enforce_policy(nb, lab, released_notebook(lab))  # samples obey it like anyone
+            submit(student, lab, nb)
             pairs.append((student, lab))
     return pairs
 
@@ -161,7 +171,7 @@ def autograde_one(student: str, lab: str, threads: int | None = None) -> Outcome
     message = notes.get(f"{student}/{lab}", "")
     try:
         proc = nbgrader("autograde", lab, "--student", student, "--force",
-                        timeout=SUBMISSION_TIMEOUT_S, log=log, isolate=True, threads=threads)
+                        timeout=SUBMISSION_TIMEOUT_S, log=log, isolate=True, threads=threads, lab=lab)
         failure = "" if proc.returncode == 0 else _last_error(proc.stdout + proc.stderr)
     except subprocess.TimeoutExpired:
         failure = f"grading took longer than {SUBMISSION_TIMEOUT_S} s"
@@ -170,7 +180,7 @@ def autograde_one(student: str, lab: str, threads: int | None = None) -> Outcome
         submit(student, lab, preflight.rejected(released_notebook(lab), message))
         proc = nbgrader("autograde", lab, "--student", student, "--force",
                         timeout=SUBMISSION_TIMEOUT_S, log=log.with_suffix(".fallback.log"), isolate=True,
-                        threads=threads)
+                        threads=threads, lab=lab)
         if proc.returncode != 0:
             return Outcome(student, lab, False, time.time() - start, f"{message}; fallback failed, see {log}")
     return Outcome(student, lab, True, time.time() - start, message, _timestamp(student, lab))

@@ -1,33 +1,23 @@
 """Look at a submission before nbgrader does, so bad input gets a grade and a reason.
 
-A file that is missing, empty, too large, not JSON or not a notebook, and a notebook
-that tampers with the grading harness, are graded as the unfilled lab (zero for every
-part) with a note at the top explaining why; the batch goes on. A notebook submitted
-under another file name is graded under the right one, with a note saying so.
+A file that is missing, empty, too large, not JSON or not a notebook is graded as the
+unfilled lab (zero for every part) with a note at the top explaining why; the batch goes
+on. A notebook submitted under another file name is graded under the right one, with a
+note saying so. Every learner-editable cell is held to the code policy (`genfast.policy`):
+a cell that breaks it costs its own part, with the line and the reason in the feedback.
 """
 from __future__ import annotations
 
 import copy
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
 
+from genfast import policy
+
 MAX_BYTES = 20 * 2**20
-
-# Code that rebinds the checks, the benchmark, the grader's builtins or torch's comparison
-# functions: a submission must earn its points, not redefine how they are counted.
-TAMPERING = [
-    (r"\b(checks|bench|runtime|autograder)\s*\.\s*[A-Za-z_]\w*\s*=[^=]", "reassigns part of the grading harness"),
-    (r"\bsetattr\s*\(\s*(checks|bench|runtime|autograder|torch|builtins)\b", "patches the grading harness with setattr"),
-    (r"\btorch\s*\.\s*(allclose|equal|testing\s*\.\s*\w+)\s*=[^=]", "redefines a torch comparison function"),
-    (r"\b__builtins__\b|\bimport\s+builtins\b|\bfrom\s+builtins\s+import\b", "modifies Python's builtins"),
-    (r"\bsys\s*\.\s*modules\s*\[", "replaces an imported module in sys.modules"),
-    (r"\b(importlib\s*\.\s*reload|reload)\s*=[^=]", "replaces the module loader"),
-]
-
 
 @dataclass
 class Verdict:
@@ -75,18 +65,27 @@ def read(path: Path | None) -> Verdict:
     return Verdict(notebook=nb)
 
 
-def tampering(nb) -> list[str]:
-    """Lines of learner-editable code cells that rebind the grading harness."""
-    found = []
-    for cell in nb.cells:
-        if cell.cell_type != "code" or cell.metadata.get("nbgrader", {}).get("locked"):
-            continue
-        for line in cell.source.splitlines():
-            code = line.split("#", 1)[0]
-            for pattern, why in TAMPERING:
-                if re.search(pattern, code):
-                    found.append(f"`{line.strip()[:120]}` {why}")
-    return found
+def enforce_policy(nb, lab: str, released) -> list[str]:
+    """Apply the code policy (genfast.policy) to every learner-editable cell, in place.
+
+    A solution cell that breaks it is replaced by stubs of the names it defines, which raise
+    PolicyViolation with the line and the reason, so that part scores 0 and says why; any other
+    cell the learner changed and that breaks it goes back to the released version. Returns
+    one line per cell for the note at the top of the feedback.
+    """
+    released_cells = {c.get("id"): c for c in released.cells}
+    lines = []
+    for index, label, findings in policy.check_notebook(nb, lab, released):
+        cell = nb.cells[index]
+        if cell.metadata.get("nbgrader", {}).get("solution"):
+            cell.source = policy.stub_cell(cell.source, findings)
+            effect = "this part was not graded"
+        else:
+            original = released_cells.get(cell.get("id"))
+            cell.source = original.source if original is not None and original.cell_type == "code" else ""
+            effect = "the cell was put back as released"
+        lines.append(f"{label}: {'; '.join(str(f) for f in findings[:3])} ({effect})")
+    return lines
 
 
 def note_cell(text: str):
@@ -109,9 +108,10 @@ def check(folder: Path, lab: str, released) -> Verdict:
     verdict = read(path)
     verdict.notes = notes + verdict.notes
     if verdict.accepted:
-        tampered = tampering(verdict.notebook)
-        if tampered:
-            verdict.problem = "the notebook changes how it is graded: " + "; ".join(tampered[:3])
+        broken = enforce_policy(verdict.notebook, lab, released)
+        if broken:
+            verdict.notes.append("The code policy (run `python -m genfast.policy NOTEBOOK` before submitting) "
+                                 "found: " + " | ".join(broken))
     if not verdict.accepted:
         verdict.notebook = rejected(released, f"Your submission could not be graded: {verdict.problem}")
     elif verdict.notes:

@@ -3,6 +3,6 @@
 One module per kernel: the kernel, its launcher, and `torch_*` reference in one place.
 Importing the package sets up the CPU interpreters when no GPU is present.
 """
-from autograder import runtime
+from genfast import runtime
 
 runtime.configure()

@@ -46,7 +46,7 @@ import torch
 import triton
 import triton.language as tl
 
-from autograder import runtime
+from genfast import runtime
 
 LOG2E = 1.4426950408889634
 LN2 = 0.6931471805599453

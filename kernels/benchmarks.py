@@ -1,7 +1,7 @@
 """`python -m autograder bench`: the course's reference kernels against the hardware limit.
 
 Each row times one reference kernel on a large input (median of CUDA-event timings, L2
-flushed, from `autograder.bench.time_gpu`) and turns the time into achieved throughput:
+flushed, from `genfast.bench.time_gpu`) and turns the time into achieved throughput:
 GB/s from the kernel module's `bytes_moved` for memory-bound kernels, TFLOP/s from
 `matmul.flops` for matmul. It sets that against
 
@@ -23,7 +23,7 @@ from typing import Callable
 
 import torch
 
-from autograder import bench, checks, runtime
+from genfast import bench, checks, runtime
 from kernels import (attention, kv_cache, linear_attention, matmul, minhash, selective_scan, similarity_topk, softmax,
                      vector_add)
 

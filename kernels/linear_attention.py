@@ -45,7 +45,7 @@ import torch
 import triton
 import triton.language as tl
 
-from autograder import runtime
+from genfast import runtime
 
 # ----------------------------------------------------------------------------------------------
 # plain PyTorch references

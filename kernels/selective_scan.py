@@ -37,7 +37,7 @@ import torch
 import triton
 import triton.language as tl
 
-from autograder import runtime
+from genfast import runtime
 
 
 # ----------------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ import torch
 import triton
 import triton.language as tl
 
-from autograder import runtime
+from genfast import runtime
 from kernels.agents.retrieval import topk_scores
 
 BIG_INDEX = 2147483647

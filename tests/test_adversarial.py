@@ -122,7 +122,7 @@ def build_cases(port: int) -> dict:
                            "changes how it is graded"),
         "patches_with_setattr": (_with_code(released, "setattr(checks, 'compare', lambda *a, **k: 0.0)"), 0,
                                  "changes how it is graded"),
-        "replaces_module": (_with_code(released, "import sys, types\nsys.modules['autograder.checks'] = types.SimpleNamespace()"),
+        "replaces_module": (_with_code(released, "import sys, types\nsys.modules['genfast.checks'] = types.SimpleNamespace()"),
                             0, "changes how it is graded"),
         "edits_test_cells": (edited, 0, "not implemented yet"),
         "deletes_test_cells": (deleted, 0, None),

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from autograder import checks, runtime
+from genfast import checks, runtime
 from kernels import benchmarks
 
 REPO = Path(__file__).resolve().parents[1]

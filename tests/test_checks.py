@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from autograder import bench, checks, runtime
+from genfast import bench, checks, runtime
 
 
 def test_wrong_output_names_the_case_index_errors_and_hint():

@@ -10,7 +10,8 @@ import filecmp
 import nbformat
 import pytest
 
-from autograder import gradebook, runtime
+from genfast import runtime
+from autograder import gradebook
 
 pytestmark = pytest.mark.usefixtures("graded_course")
 

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from autograder import checks
+from genfast import checks
 from kernels import block_sum_cuda, matmul, softmax, vector_add
 
 

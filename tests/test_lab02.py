@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from autograder import checks
+from genfast import checks
 from kernels import attention
 
 

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from autograder import checks
+from genfast import checks
 from kernels import linear_attention as la
 from kernels import selective_scan as ss
 

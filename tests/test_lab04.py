@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from autograder import checks
+from genfast import checks
 from kernels import kv_cache as kc
 from kernels import kv_press as kp
 from kernels.tinylm import load

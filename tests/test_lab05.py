@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from autograder import checks
+from genfast import checks
 from kernels import minhash
 from kernels.curation import card, clean, dedup, licenses, pipeline, sources
 

@@ -10,7 +10,7 @@ import urllib.request
 import pytest
 import torch
 
-from autograder import checks
+from genfast import checks
 from kernels import similarity_topk as st
 from kernels.agents import evaluate, loop, policies, pysandbox, retrieval, server, tasks, tools
 from kernels.agents.toolmodel import load_tool_model

@@ -2,8 +2,8 @@
 
 Triton reads TRITON_INTERPRET and numba reads NUMBA_ENABLE_CUDASIM when they are
 imported, so the decision has to be made before either is imported. Importing
-`autograder` or `kernels` calls `configure()`, so a notebook that starts with
-`from autograder import checks` is set up correctly on a laptop, Colab or a GPU box.
+`genfast` (as `autograder` and `kernels` do) calls `configure()`, so a notebook that starts with
+`from genfast import checks` is set up correctly on a laptop, Colab or a GPU box.
 """
 import os
 import warnings

@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterable
 import torch
 
 from . import runtime
+from .policy import PolicyViolation
 
 # (atol, rtol) per dtype: loose enough for a different summation order, tight enough
 # to catch a missing rescale or a wrong scale factor.
@@ -98,6 +99,8 @@ def call(fn: Callable, *args, name: str | None = None, case: str = "", hint: str
         return fn(*args, **kwargs)
     except CheckFailed:
         raise
+    except PolicyViolation as exc:
+        raise CheckFailed(str(exc)) from None
     except Exception as exc:
         # the released stub is `raise NotImplementedError()`; inside a Triton kernel the
         # compiler may wrap it in its own error, so look at the text as well as the type

@@ -8,6 +8,7 @@ On a CPU the speed cells say they were skipped and award nobody any points.
 """
 from __future__ import annotations
 
+import os
 import statistics
 from dataclasses import dataclass
 from typing import Callable
@@ -86,15 +87,25 @@ def points_for_ratio(ratio: float, points: float) -> float:
     return round(points * min(1.0, max(0.0, fraction)), 2)
 
 
-def speed_points(learner: Callable, reference: Callable, *, points: float, name: str = "kernel") -> float:
+def speed_points(learner: Callable, reference: Callable | None, *, points: float, name: str = "kernel") -> float:
     """Speed points for `learner()` against `reference()` (both zero-argument callables).
 
     Returns a float, so an nbgrader test cell that ends with this call gets partial credit.
+    The reference kernel is the instructor's: a learner's own run passes reference=None and
+    sees its kernel's time alone; in a grading kernel that call is silent, because the
+    grader's own call after it (with the reference) is the one that counts.
     """
+    if reference is None and os.environ.get("COURSE_GRADING") == "1":
+        return 0.0
     if not runtime.on_gpu():
         print(f"Speed check for {name} skipped: no GPU here, the kernel ran in the CPU "
               f"interpreter, where time says nothing about GPU speed.\n"
               f"0 / {points} speed points now; they are awarded when the lab is graded on a GPU.")
+        return 0.0
+    if reference is None:
+        yours = time_gpu(learner)
+        print(f"{name}\n  yours     {yours}\n  the reference kernel is timed when your instructor grades "
+              f"the lab on a GPU: 0 / {points} points here")
         return 0.0
     try:
         checks.compare(learner(), reference(), what=f"{name} (speed run)")
