@@ -231,7 +231,7 @@ class GQAPool(Press):
 
 
 # ----------------------------------------------------------------------------------------------
-# cached forward and generation for kernels.tinylm.GPT
+# cached forward and generation for genfast.tinylm.GPT
 # ----------------------------------------------------------------------------------------------
 def append(layer: LayerCache | None, k, v, pos, window: int) -> LayerCache:
     """Add the new tokens' k, v (B, H, T, d) at positions pos (T,) to the layer's cache."""
@@ -379,7 +379,7 @@ def needle_retrieval(press: Press | None, trials=64, length=128, heads=4, d=32, 
 # ----------------------------------------------------------------------------------------------
 def heldout_windows(tok, n, length, seed=0):
     """n windows of `length` characters of the validation plays (never seen in training)."""
-    from kernels.tinylm import data
+    from genfast.tinylm import data
     _, val = data.corpus()
     ids = tok.encode(val)
     gen = torch.Generator().manual_seed(seed)

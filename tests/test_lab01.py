@@ -8,7 +8,7 @@ import torch
 from genfast import checks
 from autograder import samples
 from kernels import sampling
-from kernels.tinylm import data, load, train
+from genfast.tinylm import data, load, train
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "solutions" / "lab01_generation" / "lab01_generation.ipynb"

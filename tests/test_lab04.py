@@ -5,7 +5,7 @@ import torch
 from genfast import checks
 from kernels import kv_cache as kc
 from kernels import kv_press as kp
-from kernels.tinylm import load
+from genfast.tinylm import load
 
 
 @pytest.fixture(scope="module")

@@ -262,7 +262,7 @@ def test_similarity_topk_query_tiles_and_splits(m, n, programs):
 # ---------------------------------------------------------------- the tiny tool model
 def test_tool_model_extends_the_vocabulary(tool_model):
     model, tok = tool_model
-    from kernels.tinylm import load
+    from genfast.tinylm import load
     _, base = load("shakespeare")
     assert tok.vocab.startswith(base.vocab) and all(c in tok.stoi for c in '{}_+*/<=')
     assert model.head.weight.data_ptr() == model.tok_emb.weight.data_ptr()

@@ -5,7 +5,7 @@ import torch
 
 from kernels.interp import editing, hooked, lens, patching, patchscope, probes, scores, steering, tasks
 from kernels.interp import sae as sae_mod
-from kernels.tinylm import load as load_tinylm
+from genfast.tinylm import load as load_tinylm
 
 torch.set_num_threads(1)
 

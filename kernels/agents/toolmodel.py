@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from kernels.kv_press import KVCache, forward_cached
-from kernels.tinylm.model import GPT, GPTConfig, Tokenizer, load_checkpoint
+from genfast.tinylm.model import GPT, GPTConfig, Tokenizer, load_checkpoint
 
 CHECKPOINT = Path(__file__).resolve().parent / "tool_model.pt"
 EXTRA_CHARS = "".join(ch for ch in string.printable if ch not in "\t\r\x0b\x0c")

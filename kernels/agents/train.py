@@ -21,7 +21,7 @@ from dataclasses import asdict
 import torch
 import torch.nn.functional as F
 
-from kernels.tinylm import load
+from genfast.tinylm import load
 
 from . import tasks
 from .toolmodel import CHECKPOINT, extend_vocab, generate_line

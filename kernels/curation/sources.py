@@ -26,7 +26,7 @@ import importlib.metadata as md
 import re
 from pathlib import Path
 
-from kernels.tinylm import data as tinylm_data
+from genfast.tinylm import data as tinylm_data
 
 # the packages whose READMEs the lab uses: course dependencies, so they are installed everywhere
 COURSE_PACKAGES = ("torch", "triton", "datasets", "huggingface_hub", "nbgrader", "jupyterlab", "matplotlib",

@@ -216,7 +216,7 @@ def load(name: str) -> HookedTransformer:
 
 
 def from_tinylm(gpt) -> HookedTransformer:
-    """The course's char-level GPT (kernels.tinylm.GPT) as a HookedTransformer with identical logits.
+    """The course's char-level GPT (genfast.tinylm.GPT) as a HookedTransformer with identical logits.
     The layouts match by construction (pre-LN blocks, fused qkv, GELU MLP); only names differ."""
     c = gpt.config
     model = HookedTransformer(Config(vocab_size=c.vocab_size, n_ctx=c.block_size, d_model=c.n_embd,

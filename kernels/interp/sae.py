@@ -70,8 +70,8 @@ def evaluate(sae: SAE, h) -> dict:
 def shakespeare_activations(model, hook: str, n_windows=32, split="val", seed=0, return_tokens=False):
     """Activations (N, d) at `hook` of the hooked Shakespeare model over n_windows windows of 128 characters
     (and the token windows (n_windows, 128) if asked)."""
-    from kernels.tinylm import load as load_tinylm
-    from kernels.tinylm.data import corpus
+    from genfast.tinylm import load as load_tinylm
+    from genfast.tinylm.data import corpus
     _, tok = load_tinylm("shakespeare")
     text = corpus()[0 if split == "train" else 1]
     gen = torch.Generator().manual_seed(seed)

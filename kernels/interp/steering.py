@@ -70,7 +70,7 @@ def speaker_mask(text: str) -> torch.Tensor:
 
 def shakespeare_windows(tok, n=48, T=128, split="val", seed=0):
     """(tokens (n, T), speaker mask (n, T)) from windows of the held-out plays."""
-    from kernels.tinylm.data import corpus
+    from genfast.tinylm.data import corpus
     text = corpus()[0 if split == "train" else 1]
     mask = speaker_mask(text)
     gen = torch.Generator().manual_seed(seed)

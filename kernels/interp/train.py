@@ -85,7 +85,7 @@ def train_facts(steps=800):
 
 
 def train_sae(steps=1500, batch=1024):
-    from kernels.tinylm import load as load_tinylm
+    from genfast.tinylm import load as load_tinylm
     torch.manual_seed(0)
     model = from_tinylm(load_tinylm("shakespeare")[0])
     acts = sae_mod.shakespeare_activations(model, SAE_HOOK, n_windows=96, split="train")

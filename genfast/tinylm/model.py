@@ -161,7 +161,7 @@ def load(name: str = "shakespeare", device: str | torch.device = "cpu") -> tuple
 
 
 def load_checkpoint(path: Path, device: str | torch.device = "cpu",
-                    train_command: str = "python -m kernels.tinylm.train") -> tuple[GPT, Tokenizer]:
+                    train_command: str = "python -m genfast.tinylm.train") -> tuple[GPT, Tokenizer]:
     """A checkpoint written by `save` (fp16 on disk, fp32 in memory), in eval mode, and its tokenizer."""
     path = Path(path)
     if not path.exists():

@@ -1,9 +1,9 @@
 """Train the shipped tiny Shakespeare models on a CPU, deterministically.
 
-    python -m kernels.tinylm.train                 # both models (a few minutes on 2 cores)
-    python -m kernels.tinylm.train shakespeare_draft
+    python -m genfast.tinylm.train                 # both models (a few minutes on 2 cores)
+    python -m genfast.tinylm.train shakespeare_draft
 
-Writes kernels/tinylm/<name>.pt (fp16 weights, a few hundred KB each). Same seeds, same
+Writes genfast/tinylm/<name>.pt (fp16 weights, a few hundred KB each). Same seeds, same
 data order, same thread count: a rerun on the same machine gives the same checkpoint.
 
 - shakespeare:       the target model (4 layers, 4 heads, d=128, context 128)
