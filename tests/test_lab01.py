@@ -32,7 +32,7 @@ def test_corpus_is_plain_text_and_split_by_play():
 
 @pytest.mark.parametrize("name", ["shakespeare", "shakespeare_draft"])
 def test_checkpoint_small_and_loads(name):
-    path = ROOT / "kernels" / "tinylm" / f"{name}.pt"
+    path = ROOT / "genfast" / "tinylm" / f"{name}.pt"
     assert path.exists() and path.stat().st_size < 3_000_000
     model, tok = load(name)
     assert not model.training

@@ -22,7 +22,7 @@ activation + direction):
     with model.hooks([(name, fn)]): ...                    # the same, as a context manager
 
 Models with d_mlp = 0 are attention-only (no MLP sublayer). `from_tinylm` converts the course's
-Shakespeare GPT (kernels/tinylm) into this class with identical logits.
+Shakespeare GPT (genfast/tinylm) into this class with identical logits.
 """
 from __future__ import annotations
 
