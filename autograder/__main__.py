@@ -9,6 +9,7 @@
   gradebook                        print the student x lab table
   grade     [LAB ...]              all of the above on the samples: what `make grade` runs
   bench                            reference kernels against the hardware limit (GPU)
+  fixtures  [LAB ...]              the learner install's expected outputs, from the references
   stress    [--lab LAB] [-n 200] [--workers 2]   throughput and peak memory on many submissions
   build-notebook SCRIPT OUT        percent-format script -> nbgrader source notebook
 """
@@ -66,6 +67,7 @@ def main(argv=None) -> None:
     sub.add_parser("export").add_argument("--to", type=Path, default=None)
     sub.add_parser("gradebook")
     sub.add_parser("bench")
+    sub.add_parser("fixtures").add_argument("labs", nargs="*")
     p = sub.add_parser("stress")
     p.add_argument("--lab", default="lab00_triton_warmup")
     p.add_argument("-n", type=int, default=200)
@@ -99,6 +101,10 @@ def main(argv=None) -> None:
     elif args.command == "bench":
         from kernels import benchmarks
         benchmarks.main()
+    elif args.command == "fixtures":
+        from kernels import fixtures
+        for lab in args.labs or fixtures.labs():
+            print(f"wrote {fixtures.write(lab)}")
     elif args.command == "stress":
         from . import stress
         stress.run(args.lab, args.n, args.workers)

@@ -1,0 +1,40 @@
+"""The learner package holds no answers and reaches nothing on the instructor side."""
+import ast
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+GENFAST = ROOT / "genfast"
+
+
+def _imports(path: Path):
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            yield node.module or ""
+
+
+@pytest.mark.parametrize("path", sorted(GENFAST.rglob("*.py")), ids=lambda p: str(p.relative_to(ROOT)))
+def test_genfast_never_imports_the_instructor_side(path):
+    bad = [m for m in _imports(path) if m.split(".")[0] in ("kernels", "autograder", "solutions")]
+    assert not bad, f"{path.relative_to(ROOT)} imports {bad}: the learner install must not need the instructor side"
+
+
+def test_saved_fixtures_match_a_fresh_build():
+    from kernels import fixtures
+    from genfast import fixtures as shipped
+    for lab in fixtures.labs():
+        fresh, saved = fixtures.build(lab), torch.load(shipped.path(lab), weights_only=True)
+        assert fresh.keys() == saved.keys(), f"{lab}: rebuild with `python -m autograder fixtures {lab}`"
+        for key in fresh:
+            a, b = fresh[key], saved[key]
+            same = torch.equal(a, b) if isinstance(a, torch.Tensor) else repr(a) == repr(b)
+            if isinstance(a, dict):
+                same = repr(sorted(a)) == repr(sorted(b)) and all(
+                    torch.equal(a[k], b[k]) if isinstance(a[k], torch.Tensor) else a[k] == b[k] for k in a)
+            assert same, f"{lab}: fixture {key!r} is stale: run `python -m autograder fixtures {lab}`"
+        assert shipped.path(lab).stat().st_size < 1_000_000, f"{lab}: fixtures over 1 MB"
