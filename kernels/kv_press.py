@@ -31,6 +31,11 @@ what an int cache holds); pooling likewise (the group's shared K/V is repeated f
 reusing the model's own modules (nothing in tinylm/model.py changes); `generate_cached` and
 `generate_uncached` are the greedy loops; `evaluate` runs teacher-forced next-token prediction
 with a press and returns per-token log-likelihoods and hits.
+
+Instructor side (issue 13): `KVCache`, `append`, `attend`, `forward_cached`, `generate_cached` are a
+cached forward / cached generation of the course model, i.e. the answer of lab04's graded
+`cached_attention` cell (whose test checks prefill + cached steps against a full forward and cached
+against uncached greedy tokens). They stay in kernels/ and are never shipped in genfast.
 """
 from __future__ import annotations
 
