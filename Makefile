@@ -7,7 +7,7 @@ TORCH  ?= torch==2.13.0
 # Extra pip options, for example a package index of your own: make setup PIP_ARGS="--index-url URL"
 PIP_ARGS ?=
 
-.PHONY: setup grade test lab release bench clean
+.PHONY: setup grade test lab release bench learner-env clean
 
 setup: $(STAMP)
 
@@ -37,6 +37,18 @@ release: setup        ## regenerate labs/ from solutions/
 
 bench: setup          ## reference kernels against the hardware limit (needs a GPU)
 	$(BIN)/python -m autograder bench
+
+learner-env: setup    ## what a learner installs (no answers): the genfast wheel in .learner-venv, with the labs
+	$(BIN)/python -m autograder learner-dist --out dist
+	test -x .learner-venv/bin/python || $(PYTHON) -m venv .learner-venv
+	if command -v nvidia-smi >/dev/null 2>&1; then \
+	  .learner-venv/bin/pip install -q $(PIP_ARGS) "torch>=2.4"; \
+	else \
+	  .learner-venv/bin/pip install -q $(PIP_ARGS) "$(TORCH)"; \
+	fi
+	.learner-venv/bin/pip install -q $(PIP_ARGS) --force-reinstall --no-deps dist/genfast-*.whl
+	.learner-venv/bin/pip install -q $(PIP_ARGS) dist/genfast-*.whl
+	@echo "learner environment: .learner-venv (open labs/ with .learner-venv/bin/jupyter lab labs/)"
 
 clean:
 	rm -rf grading

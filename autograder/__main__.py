@@ -10,6 +10,7 @@
   grade     [LAB ...]              all of the above on the samples: what `make grade` runs
   bench                            reference kernels against the hardware limit (GPU)
   fixtures  [LAB ...]              the learner install's expected outputs, from the references
+  learner-dist [--out dist]        the learner install: a wheel of genfast alone (no answers)
   stress    [--lab LAB] [-n 200] [--workers 2]   throughput and peak memory on many submissions
   build-notebook SCRIPT OUT        percent-format script -> nbgrader source notebook
 """
@@ -68,6 +69,7 @@ def main(argv=None) -> None:
     sub.add_parser("gradebook")
     sub.add_parser("bench")
     sub.add_parser("fixtures").add_argument("labs", nargs="*")
+    sub.add_parser("learner-dist").add_argument("--out", type=Path, default=config.ROOT / "dist")
     p = sub.add_parser("stress")
     p.add_argument("--lab", default="lab00_triton_warmup")
     p.add_argument("-n", type=int, default=200)
@@ -101,6 +103,9 @@ def main(argv=None) -> None:
     elif args.command == "bench":
         from kernels import benchmarks
         benchmarks.main()
+    elif args.command == "learner-dist":
+        from . import learner
+        print(learner.build_wheel(args.out))
     elif args.command == "fixtures":
         from kernels import fixtures
         for lab in args.labs or fixtures.labs():
