@@ -3,9 +3,13 @@
 Each case is a submission of lab00 that does something a real class eventually sends: an
 endless loop, a memory or fork bomb, reading the solutions or other students' work, writing
 outside its folder, opening a connection, killing its kernel, patching the checks, editing
-the graded cells, or a file that is not a notebook at all. For every case: it gets a grade
-and a message, it cannot raise its own score, nothing outside its sandbox changes, and the
-honest submissions in the same batch are graded correctly.
+the graded cells, a file that is not a notebook at all, and the cheats that try to earn points
+without the work (delegating to the reference kernel by import, attribute or computed name,
+rebinding or replacing the checks, patching torch, walking gc or frames, reading the hidden
+tests' source). For every case: it gets a grade and a message, it earns at most what its honest
+parts earn, nothing outside its sandbox changes, and the honest submissions in the same batch
+are graded correctly. Most hostile code is stopped by the code policy before it runs; what the
+sandbox does with code that does run is tested in tests/test_sandbox.py.
 """
 from __future__ import annotations
 
@@ -63,6 +67,41 @@ def _with_code(nb, code: str, cell_id: str = "add_kernel"):
     return nb
 
 
+def _replace_kernel(nb, cell_id: str, body: str, extra: str = "", after: str = ""):
+    """`nb` with the body of the kernel in `cell_id` replaced (its given launcher kept), `extra`
+    code above it and `after` code below the launcher."""
+    nb = copy.deepcopy(nb)
+    cell = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == cell_id)
+    head, _, rest = cell.source.partition('"""\n')           # signature and docstring
+    launcher = rest[rest.index("\n\ndef "):]                # the given launcher after the kernel
+    doc_end = head + '"""\n'
+    cell.source = extra + "\n" + doc_end + body + launcher + "\n" + after
+    return nb
+
+
+ZERO_ADD = ("    pid = tl.program_id(0)\n    offs = pid * BLOCK_SIZE + tl.arange(0, BLOCK_SIZE)\n"
+            "    tl.store(out_ptr + offs, tl.zeros([BLOCK_SIZE], tl.float32), mask=offs < n_elements)\n")
+HONEST_ADD_BODY = ("    pid = tl.program_id(0)\n    offs = pid * BLOCK_SIZE + tl.arange(0, BLOCK_SIZE)\n"
+                   "    m = offs < n_elements\n"
+                   "    tl.store(out_ptr + offs, tl.load(x_ptr + offs, mask=m) + tl.load(y_ptr + offs, mask=m), mask=m)\n")
+
+
+def _delegating(reference):
+    """Every kernel cell replaced by an import of the instructor's reference kernel (the attack
+    that scored 12 / 12 before the learner install lost `kernels`); the roofline stays honest."""
+    nb = copy.deepcopy(reference)
+    imports = {"add_kernel": "from kernels.vector_add import add_kernel",
+               "softmax_kernel": "from kernels.softmax import softmax_kernel",
+               "matmul_kernel": "from kernels.matmul import matmul_kernel",
+               "block_sum_kernel": "from kernels.block_sum_cuda import THREADS, block_sum_kernel"}
+    for cell in nb.cells:
+        gid = cell.metadata.get("nbgrader", {}).get("grade_id")
+        if gid in imports:
+            launcher = cell.source[cell.source.index("\n\ndef "):] if "\n\ndef " in cell.source else ""
+            cell.source = imports[gid] + "\n" + launcher
+    return nb
+
+
 def _graded_cells(nb):
     return [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade")]
 
@@ -92,38 +131,69 @@ def build_cases(port: int) -> dict:
     huge = copy.deepcopy(reference)
     huge.cells[0].source += "\n<!-- " + "x" * (25 * 2**20) + " -->"
 
+    add_points = 2  # test_add: what a cheating add_kernel cell may lose, and all it may lose
+    cheat = lambda extra, body=ZERO_ADD, after="": _replace_kernel(reference, "add_kernel", body, extra, after)
     return {
+        # -- cheats that try to earn points without the work (each keeps only its honest parts) --
+        "delegates_to_reference": (_delegating(reference), 2, "code policy"),
+        "delegates_by_attribute": (cheat("", after="add = lambda x, y: torch.sys.modules['kernels.vector_add'].add(x, y)"),
+                                   FULL - add_points, "code policy"),
+        "delegates_by_dynamic_import": (cheat("ref = __import__('ker' + 'nels.vector_add', fromlist=['add'])"),
+                                        FULL - add_points, "code policy"),
+        "delegates_by_importlib": (cheat("import importlib\nref = importlib.import_module('kernels.' + 'vector_add')"),
+                                   FULL - add_points, "code policy"),
+        "rebinds_check": (cheat("lab.check_add = lambda *a, **k: None"), FULL - add_points, "code policy"),
+        "replaces_lab_helpers": (cheat("class lab:\n    check_add = staticmethod(lambda *a, **k: None)\n"
+                                       "    check_softmax = check_matmul = check_roofline = check_block_sum = check_add"),
+                                 FULL - add_points, "code policy"),
+        # a mutation the policy does not see: the visible check is fooled, the grader's private one is not
+        "loosens_tolerances": (cheat("checks.TOLERANCES.update({torch.float32: (1e9, 1e9)})"),
+                               FULL - add_points, "values are wrong"),
+        "patches_torch": (cheat("torch.Tensor.sub = lambda a, b: torch.zeros_like(a)"), FULL - add_points,
+                          "code policy"),
+        "walks_gc": (cheat("import gc\nrefs = [o for o in gc.get_objects() if type(o).__name__ == 'Snapshot']"),
+                     FULL - add_points, "code policy"),
+        "walks_frames": (cheat("", after="def add(x, y):\n    import sys\n"
+                               "    return sys._getframe(1).f_globals['GRADER'].reference('kernels.vector_add').add(x, y)"),
+                         FULL - add_points, "code policy"),
+        "reads_hidden_test_source": (cheat("", HONEST_ADD_BODY, after="_add = add\n"
+                                           "def add(x, y):\n    print(In[-1])\n    return _add(x, y)"),
+                                     FULL - add_points, "code policy"),
+        "reads_reference_file": (cheat(f"print(open({str(ROOT / 'kernels' / 'vector_add.py')!r}).read())"),
+                                 FULL - add_points, "code policy"),
+        "uses_grader_object": (cheat("from autograder.grader import GRADER as G\nadd_ref = G.reference('kernels.vector_add').add"),
+                               FULL - add_points, "code policy"),
+        # -- the honest submissions and broken input --
         "reference": (reference, FULL, "CPU only"),
         "untouched": (released, 0, "not implemented yet"),
         "loops_forever": (_with_code(released, "while True:\n    pass"), 0, "CellTimeoutError"),
         "memory_hog": (_with_code(released, "hog = []\nwhile True:\n    hog.append(bytearray(2**30))"), 0, "MemoryError"),
         "fork_bomb": (_with_code(released, "import os, time\nfor _ in range(100_000):\n    if os.fork() == 0:\n"
-                                           "        time.sleep(600)"), 0, ("BlockingIOError", "Kernel died")),
+                                           "        time.sleep(600)"), 0, "code policy"),
         "writes_outside": (_with_code(released, f"open({str(ROOT / 'README.md')!r}, 'a').write('pwned')"), 0,
-                           "Read-only file system"),
+                           "code policy"),
         "deletes_outside": (_with_code(released, f"import shutil\nshutil.rmtree({str(ROOT / 'kernels')!r})"), 0,
-                            "Read-only file system"),
-        "reads_solutions": (_with_code(released, f"exec(open({solution!r}).read())"), 0, "No such file"),
+                            "code policy"),
+        "reads_solutions": (_with_code(released, f"exec(open({solution!r}).read())"), 0, "code policy"),
         "reads_hidden_tests": (_with_code(released, f"open({grading_dir + '/gradebook.db'!r}, 'rb').read()"), 0,
-                               "No such file"),
+                               "code policy"),
         "reads_other_submissions": (_with_code(
             released, f"import glob\nfound = glob.glob({grading_dir + '/submitted/*/*/*.ipynb'!r})\n"
-                      f"assert found, 'no other submissions visible'"), 0, "no other submissions visible"),
+                      f"assert found, 'no other submissions visible'"), 0, "code policy"),
         "opens_network": (_with_code(released, f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=3)"),
-                          0, "Network is unreachable"),
-        "exits_kernel": (_with_code(released, "import os\nos._exit(0)"), 0, "could not be graded"),
-        # the kernel is PID 1 of its namespace, so a signal it sends itself is ignored
+                          0, "code policy"),
+        "exits_kernel": (_with_code(released, "import os\nos._exit(0)"), 0, "code policy"),
         "kills_kernel": (_with_code(released, "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)"), 0,
-                         "not implemented yet"),
+                         "code policy"),
         "redefines_assert": (_with_code(released, "import builtins\nbuiltins.AssertionError = type('Never', (Exception,), {})"),
-                             0, "changes how it is graded"),
-        "redefines_allclose": (_with_code(released, "torch.allclose = lambda *a, **k: True"), 0, "changes how it is graded"),
+                             0, "code policy"),
+        "redefines_allclose": (_with_code(released, "torch.allclose = lambda *a, **k: True"), 0, "code policy"),
         "patches_checks": (_with_code(released, "checks.check_function = lambda *a, **k: None"), 0,
-                           "changes how it is graded"),
+                           "code policy"),
         "patches_with_setattr": (_with_code(released, "setattr(checks, 'compare', lambda *a, **k: 0.0)"), 0,
-                                 "changes how it is graded"),
+                                 "code policy"),
         "replaces_module": (_with_code(released, "import sys, types\nsys.modules['genfast.checks'] = types.SimpleNamespace()"),
-                            0, "changes how it is graded"),
+                            0, "code policy"),
         "edits_test_cells": (edited, 0, "not implemented yet"),
         "deletes_test_cells": (deleted, 0, None),
         "reorders_cells": (reordered, None, None),  # graded, and never above the honest score
@@ -193,7 +263,11 @@ def batch(tmp_path_factory):
                 os.environ[key] = value
 
 
-CASE_NAMES = [
+CHEATS = [
+    "delegates_to_reference", "delegates_by_attribute", "delegates_by_dynamic_import", "delegates_by_importlib",
+    "rebinds_check", "replaces_lab_helpers", "loosens_tolerances", "patches_torch", "walks_gc", "walks_frames",
+    "reads_hidden_test_source", "reads_reference_file", "uses_grader_object"]
+CASE_NAMES = CHEATS + [
     "reference", "untouched", "loops_forever", "memory_hog", "fork_bomb", "writes_outside", "deletes_outside",
     "reads_solutions", "reads_hidden_tests", "reads_other_submissions", "opens_network", "exits_kernel",
     "kills_kernel", "redefines_assert", "redefines_allclose", "patches_checks", "patches_with_setattr",

@@ -6,6 +6,9 @@ the batch goes on. Speed points are GPU-only.
 """
 import csv
 import filecmp
+import html
+import json
+import re
 
 import nbformat
 import pytest
@@ -78,3 +81,32 @@ def test_csv_export_has_every_submission(graded_course):
     assert got == {(o.student, o.lab) for o in graded_course["outcomes"]}
     reference = [r for r in rows if r["student_id"] == "reference"]
     assert all(float(r["score"]) > 0 for r in reference)
+
+
+def _hidden_test_lines(lab):
+    """Every line inside a hidden-test block of the lab's source notebook, except lines that the
+    released lab shows anyway."""
+    from autograder.config import ROOT
+    source = nbformat.read(ROOT / "solutions" / lab / f"{lab}.ipynb", as_version=4)
+    released = (ROOT / "labs" / lab / f"{lab}.ipynb").read_text()
+    lines = set()
+    for cell in source.cells:
+        inside = False
+        for line in cell.source.splitlines():
+            if "BEGIN HIDDEN TESTS" in line:
+                inside = True
+            elif "END HIDDEN TESTS" in line:
+                inside = False
+            elif inside and line.strip() and json.dumps(line.strip())[1:-1] not in released:
+                lines.add(line.strip())
+    return lines
+
+
+def test_feedback_never_shows_hidden_tests(graded_course):
+    for lab in graded_course["labs"]:
+        hidden = _hidden_test_lines(lab)
+        assert hidden, f"{lab} has no hidden tests"
+        for page in (graded_course["grading"] / "feedback").glob(f"*/{lab}/{lab}.html"):
+            text = html.unescape(re.sub(r"<[^>]+>", "", page.read_text()))
+            shown = [line for line in hidden if line in text]
+            assert not shown, f"{page}: the feedback shows hidden-test lines {shown[:3]}"
