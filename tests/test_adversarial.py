@@ -127,7 +127,7 @@ def build_cases(port: int) -> dict:
     renamed_kernel = copy.deepcopy(reference)
     renamed_kernel.metadata.kernelspec.name = "evil-kernel"
     missing_module = copy.deepcopy(reference)
-    missing_module.cells.insert(2, nbformat.v4.new_code_cell("import module_that_does_not_exist"))
+    missing_module.cells.insert(2, nbformat.v4.new_code_cell("import genfast.module_that_does_not_exist"))
     huge = copy.deepcopy(reference)
     huge.cells[0].source += "\n<!-- " + "x" * (25 * 2**20) + " -->"
 
