@@ -10,6 +10,8 @@
   grade     [LAB ...]              all of the above on the samples: what `make grade` runs
   bench                            reference kernels against the hardware limit (GPU)
   fixtures  [LAB ...]              the learner install's expected outputs, from the references
+  compile-report [--csv FILE]      registers, spills, shared memory, tensor-core instructions of every
+                                   Triton kernel for sm_80 and sm_90, compiled ahead of time on this machine
   learner-dist [--out dist]        the learner install: a wheel of genfast alone (no answers)
   stress    [--lab LAB] [-n 200] [--workers 2]   throughput and peak memory on many submissions
   build-notebook SCRIPT OUT        percent-format script -> nbgrader source notebook
@@ -69,6 +71,9 @@ def main(argv=None) -> None:
     sub.add_parser("gradebook")
     sub.add_parser("bench")
     sub.add_parser("fixtures").add_argument("labs", nargs="*")
+    p = sub.add_parser("compile-report")
+    p.add_argument("--csv", default=None)
+    p.add_argument("--only", default=None, help="only kernels whose name contains this")
     sub.add_parser("learner-dist").add_argument("--out", type=Path, default=config.ROOT / "dist")
     p = sub.add_parser("stress")
     p.add_argument("--lab", default="lab00_triton_warmup")
@@ -103,6 +108,9 @@ def main(argv=None) -> None:
     elif args.command == "bench":
         from kernels import benchmarks
         benchmarks.main()
+    elif args.command == "compile-report":
+        from . import compile_report
+        sys.exit(compile_report.main(args.csv, args.only))
     elif args.command == "learner-dist":
         from . import learner
         print(learner.build_wheel(args.out))

@@ -1,0 +1,223 @@
+"""What every Triton kernel of the course compiles to on real GPUs, measured on a CPU.
+
+Triton compiles ahead of time without a GPU: `triton.compile(ASTSource(fn, signature,
+constexprs), target=GPUTarget("cuda", 90, 32))` builds PTX and a cubin here, and the
+`cuobjdump` that ships inside the triton wheel reads its registers, stack (spills), shared
+memory and SASS. For each kernel (each reference kernel at each launch configuration it can
+use, and each lab's solution kernel at its launcher's configuration) and each target, one row:
+
+    kernel,target,config,registers,spill_bytes,shared_bytes,mma_instructions
+
+`mma_instructions` counts tensor-core instructions in the SASS (HMMA on sm_80, HGMMA on sm_90).
+A kernel that calls `tl.dot` must have some; a reference configuration must not spill.
+
+    python -m autograder compile-report [--csv FILE] [--only NAME]
+"""
+from __future__ import annotations
+
+import ast
+import csv
+import inspect
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+TARGETS = {"sm_80": 80, "sm_90": 90}
+COLUMNS = ["kernel", "target", "config", "registers", "spill_bytes", "shared_bytes", "mma_instructions"]
+LAUNCH_OPTIONS = ("num_warps", "num_stages")
+
+
+@dataclass
+class KernelSpec:
+    """One kernel to compile: how to get it, the types of its arguments, its configurations."""
+    name: str
+    get: Callable[[], object]                      # returns the JITFunction
+    pointers: dict[str, str]                        # pointer arguments -> "*fp16", "*fp32", "*i64", ...
+    configs: Callable[[], list[dict]]              # constexpr values + num_warps / num_stages
+    scalars: dict[str, str] = field(default_factory=dict)  # non-i32 scalars -> "fp32", "i64"
+    reference: bool = True                          # a reference configuration must not spill
+    uses_dot: bool = False                          # must show tensor-core instructions
+
+
+@dataclass
+class Row:
+    kernel: str
+    target: str
+    config: str
+    registers: int
+    spill_bytes: int
+    shared_bytes: int
+    mma_instructions: int
+    error: str = ""
+
+    def as_dict(self) -> dict:
+        return {c: getattr(self, c) for c in COLUMNS}
+
+
+def _tools() -> Path:
+    import triton
+    return Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
+
+
+def signature_of(fn, pointers: dict[str, str], scalars: dict[str, str], config: dict) -> tuple[dict, dict]:
+    """Triton's (signature, constexprs) for `fn` from the argument types and a configuration."""
+    signature, constexprs = {}, {}
+    for name, param in zip(fn.arg_names, fn.params):
+        if param.is_constexpr:
+            signature[name] = "constexpr"
+            if name in config:
+                constexprs[name] = config[name]
+            elif param.default is not inspect.Parameter.empty:
+                constexprs[name] = param.default
+        else:
+            signature[name] = pointers.get(name) or scalars.get(name) or "i32"
+    return signature, constexprs
+
+
+def compile_one(fn, signature: dict, constexprs: dict, target: str, options: dict):
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    source = ASTSource(fn=fn, signature=signature, constexprs=constexprs)
+    return triton.compile(source, target=GPUTarget("cuda", TARGETS[target], 32), options=options)
+
+
+def resources(cubin: bytes) -> tuple[int, int, int, int]:
+    """(registers, stack bytes, shared bytes, tensor-core instructions) read from a cubin."""
+    import tempfile
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        usage = subprocess.run([str(_tools() / "cuobjdump"), "-res-usage", f.name],
+                               capture_output=True, text=True, check=True).stdout
+        sass = subprocess.run([str(_tools() / "cuobjdump"), "-sass", f.name],
+                              capture_output=True, text=True, check=True).stdout
+    # one "Function" line per kernel in the cubin; the kernel itself is the one with most registers
+    found = [tuple(int(x) for x in m) for m in re.findall(r"REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)", usage)]
+    regs, stack, shared, local = max(found) if found else (0, 0, 0, 0)
+    mma = len(re.findall(r"\b(HMMA|HGMMA|IMMA|QGMMA)\b", sass))
+    return regs, max(stack, local), shared, mma
+
+
+def describe(config: dict) -> str:
+    return " ".join(f"{k}={v}" for k, v in config.items())
+
+
+def rows_for(spec: KernelSpec, targets=tuple(TARGETS)) -> list[Row]:
+    rows = []
+    fn = spec.get()
+    while not hasattr(fn, "arg_names"):  # an autotuner or heuristics wraps the JITFunction
+        fn = fn.fn
+    for config in spec.configs():
+        options = {k: config[k] for k in LAUNCH_OPTIONS if k in config}
+        constexpr_config = {k: v for k, v in config.items() if k not in LAUNCH_OPTIONS}
+        signature, constexprs = signature_of(fn, spec.pointers, spec.scalars, constexpr_config)
+        for target in targets:
+            try:
+                kernel = compile_one(fn, signature, constexprs, target, options)
+                regs, spill, _, mma = resources(kernel.asm["cubin"])
+                shared = kernel.metadata.shared
+                rows.append(Row(spec.name, target, describe(config), regs, spill, shared, mma))
+            except Exception as exc:  # a kernel that does not compile is a row that says why
+                first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+                rows.append(Row(spec.name, target, describe(config), -1, -1, -1, -1, error=first))
+    return rows
+
+
+def problems(spec: KernelSpec, rows: list[Row]) -> list[str]:
+    """What makes the report unclean: no compile, a spilling reference, a tl.dot without MMA."""
+    found = []
+    for row in rows:
+        where = f"{row.kernel} [{row.target}; {row.config}]"
+        if row.error:
+            found.append(f"{where}: does not compile: {row.error}")
+        elif spec.reference and row.spill_bytes > 0:
+            found.append(f"{where}: spills {row.spill_bytes} bytes ({row.registers} registers)")
+        elif spec.uses_dot and row.mma_instructions == 0:
+            found.append(f"{where}: calls tl.dot but has no tensor-core instruction")
+    return found
+
+
+# solution kernels: the instructor's solution cell, compiled as the learner's kernel would be
+def solution_kernel(lab: str, cell: str, name: str):
+    """The Triton kernel `name` defined in solution cell `cell` of solutions/<lab> (with the
+    other jit functions of that cell), compiled from its own source."""
+    import nbformat
+    from autograder import config
+    nb = nbformat.read(config.ROOT / "solutions" / lab / f"{lab}.ipynb", as_version=4)
+    source = next(c.source for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == cell)
+    tree = ast.parse(source)
+    jitted = [node for node in tree.body if isinstance(node, ast.FunctionDef)
+              and any("jit" in ast.unparse(d) for d in node.decorator_list)]
+    lines = source.splitlines()
+    code = "\n\n".join("\n".join(lines[node.decorator_list[0].lineno - 1:node.end_lineno]) for node in jitted)
+    folder = Path(os.environ.get("COURSE_COMPILE_DIR", "/tmp/course-compile")) / lab
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{cell}.py"  # triton.jit reads the source from a file
+    path.write_text("import triton\nimport triton.language as tl\n\n\n" + textwrap.dedent(code) + "\n")
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(f"_solution_{lab}_{cell}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return getattr(module, name)
+
+
+def registry() -> list[KernelSpec]:
+    from autograder import compile_kernels
+    return compile_kernels.SPECS
+
+
+def report(only: str | None = None, targets=tuple(TARGETS)) -> tuple[list[Row], list[str]]:
+    rows, found = [], []
+    for spec in registry():
+        if only and only not in spec.name:
+            continue
+        spec_rows = rows_for(spec, targets)
+        rows += spec_rows
+        found += problems(spec, spec_rows)
+    return rows, found
+
+
+def table(rows: list[Row]) -> str:
+    lines = [f"{'kernel':<44} {'target':<6} {'regs':>4} {'spill':>6} {'smem':>7} {'mma':>5}  config"]
+    for r in rows:
+        if r.error:
+            lines.append(f"{r.kernel:<44} {r.target:<6} does not compile: {r.error}")
+        else:
+            lines.append(f"{r.kernel:<44} {r.target:<6} {r.registers:>4} {r.spill_bytes:>6} {r.shared_bytes:>7} "
+                         f"{r.mma_instructions:>5}  {r.config}")
+    return "\n".join(lines)
+
+
+def main(csv_path: str | None = None, only: str | None = None) -> int:
+    if os.environ.get("TRITON_INTERPRET") != "0":
+        # Triton decides at import whether @triton.jit interprets: compile in a fresh process
+        env = dict(os.environ, TRITON_INTERPRET="0", NUMBA_ENABLE_CUDASIM="1")
+        argv = [sys.executable, "-m", "autograder.compile_report"] + (["--csv", csv_path] if csv_path else []) \
+            + (["--only", only] if only else [])
+        return subprocess.run(argv, env=env).returncode
+    rows, found = report(only)
+    print(table(rows))
+    if csv_path:
+        with open(csv_path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=COLUMNS)
+            writer.writeheader()
+            writer.writerows(r.as_dict() for r in rows)
+        print(f"\nwrote {csv_path}")
+    print("\n" + ("clean: every kernel compiles for sm_80 and sm_90, no reference spills, every tl.dot uses tensor cores"
+                  if not found else "problems:\n  " + "\n  ".join(found)))
+    return 1 if found else 0
+
+
+if __name__ == "__main__":
+    import argparse
+    parser = argparse.ArgumentParser(prog="python -m autograder compile-report")
+    parser.add_argument("--csv")
+    parser.add_argument("--only")
+    args = parser.parse_args()
+    sys.exit(main(args.csv, args.only))
