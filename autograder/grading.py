@@ -58,6 +58,7 @@ def nbgrader(*args: str, timeout: float | None = None, log: Path | None = None,
         env["OMP_NUM_THREADS"] = str(threads)
     if lab:
         env["COURSE_LAB"] = lab
+    env["COURSE_GPU_LOCK_DIR"] = str(gpu_lock_dir())
     runtime = None
     if isolate:
         kernelspecs = grader.install_kernelspec(grading / "jupyter")
@@ -79,6 +80,23 @@ def nbgrader(*args: str, timeout: float | None = None, log: Path | None = None,
         log.parent.mkdir(parents=True, exist_ok=True)
         log.write_text(f"$ nbgrader {' '.join(args)}\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def gpu_lock_dir() -> Path:
+    """One lock file per GPU, shared by every grading worker: a speed cell holds its GPU's lock
+    while it times (genfast.bench). The sandbox sees /run read-only, and a read-only file can be
+    locked, so the files are made here, before any kernel starts."""
+    folder = Path(os.environ.get("COURSE_GPU_LOCK_DIR", "/run/course-gpu-locks"))
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for index in range(8):
+            (folder / f"course-gpu-{index}.lock").touch()
+    except OSError:  # not root: a folder of our own
+        folder = config.grading_dir() / "gpu-locks"
+        folder.mkdir(parents=True, exist_ok=True)
+        for index in range(8):
+            (folder / f"course-gpu-{index}.lock").touch()
+    return folder
 
 
 def release(labs: list[str]) -> None:

@@ -123,6 +123,14 @@ def flush_l2() -> None:
     device().flush_l2()
 
 
+def randn(*shape, seed: int, dtype=None, scale: float = 1.0):
+    """Fresh random input made on the GPU itself (fast enough to make one per timed call)."""
+    import torch
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    x = torch.randn(*shape, generator=gen, device="cuda") * scale
+    return x.to(dtype) if dtype is not None else x
+
+
 def time_gpu(fn: Callable, *, warmup: int = 10, reps: int = 50, flush: bool = True, dev: Device | None = None) -> Timing:
     """Median time of `fn()` on the GPU (for benchmarks of trusted code: no defences)."""
     dev = dev or device()

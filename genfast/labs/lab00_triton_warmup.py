@@ -26,8 +26,8 @@ def check_add(add, sizes=(1, 1000, 2048, 4097)):
 
 
 def speed_add(add, reference=None):
-    x, y = (checks.randn(2**26, seed=0), checks.randn(2**26, seed=1)) if runtime.on_gpu() else (None, None)
-    return bench.speed_points(lambda: add(x, y), reference and (lambda: reference(x, y)), points=1, name="vector add")
+    inputs = lambda seed: (bench.randn(2**26, seed=seed), bench.randn(2**26, seed=seed + 1))
+    return bench.speed_points(add, reference, inputs=inputs, points=1, name="vector add")
 
 
 # 2. row softmax ---------------------------------------------------------------------
@@ -43,9 +43,8 @@ def check_softmax(row_softmax, shapes=((1, 1), (4, 100), (3, 256), (5, 1000)), b
 
 
 def speed_softmax(row_softmax, reference=None):
-    x = checks.randn(4096, 8192, seed=0) if runtime.on_gpu() else None
-    return bench.speed_points(lambda: row_softmax(x), reference and (lambda: reference(x)), points=1,
-                              name="row softmax")
+    inputs = lambda seed: (bench.randn(4096, 8192, seed=seed),)
+    return bench.speed_points(row_softmax, reference, inputs=inputs, points=1, name="row softmax")
 
 
 # 3. tiled matmul --------------------------------------------------------------------
@@ -71,12 +70,9 @@ def check_matmul(tiled_matmul, shapes=((1, 1, 1), (64, 32, 64), (33, 70, 45)), a
 
 
 def speed_matmul(tiled_matmul, reference=None):
-    if runtime.on_gpu():
-        a, b = checks.randn(4096, 4096, seed=0, dtype=torch.float16), checks.randn(4096, 4096, seed=1, dtype=torch.float16)
-    else:
-        a = b = None
-    return bench.speed_points(lambda: tiled_matmul(a, b), reference and (lambda: reference(a, b)), points=1,
-                              name="tiled matmul")
+    inputs = lambda seed: (bench.randn(4096, 4096, seed=seed, dtype=torch.float16),
+                           bench.randn(4096, 4096, seed=seed + 1, dtype=torch.float16))
+    return bench.speed_points(tiled_matmul, reference, inputs=inputs, points=1, name="tiled matmul")
 
 
 # 4. the roofline --------------------------------------------------------------------
