@@ -8,6 +8,8 @@ inside fresh Linux namespaces:
   (the kernel talks to nbgrader over IPC sockets, not TCP, for exactly this reason);
 - processes: a new PID namespace, so the submission sees and signals only its own
   processes, and all of them die with the kernel; a pids cgroup caps forks;
+- lifetime: the whole sandbox dies with whatever kills it and with nbgrader itself (see
+  "Process tree" below), so no kernel outlives its grading run;
 - files: the root filesystem read-only; a private /tmp holding a copy of the submission's
   folder as the working directory; solutions/, the git history, the grading folder
   (hidden tests, the gradebook, other students' submissions) replaced by empty mounts;
@@ -16,11 +18,40 @@ inside fresh Linux namespaces:
 
 Where namespaces cannot be made (not root, no `unshare`), `available()` is False and
 grading falls back to nbgrader's plain kernel, saying so once in the batch log.
+
+Process tree. jupyter_client starts `python -m autograder.sandbox` in a new session (its own
+process group) and keeps that process as the kernel's handle; `main` execs, so the handle *is*
+`unshare`, with no process in between:
+
+    nbgrader (KernelManager)
+     └─ unshare            pid = pgid = the handle; blocks SIGINT and SIGTERM while it waits
+         └─ ipykernel      PID 1 of the new PID namespace (sh, setpriv, prlimit exec into it)
+             └─ whatever the submission starts
+
+- nbgrader kills the kernel with SIGKILL to the process group (after a shutdown request, or at
+  once with `now=True`): unshare and the kernel die, and with the namespace's init every process
+  inside it. Whatever left the process group (setsid) dies with the namespace all the same.
+- `unshare --kill-child=SIGKILL` gives its child the parent-death signal SIGKILL, so killing
+  only the handle (SIGKILL; SIGTERM is blocked) kills the init, hence the namespace. setpriv
+  sets it again after dropping capabilities (some LSMs clear it on credential changes).
+- `main` sets the parent-death signal SIGKILL on itself before the exec (it survives the exec:
+  unshare is neither set-user-ID nor file-capable), so when nbgrader dies without shutting its
+  kernels down (a wall-clock timeout SIGKILLs it, a crash), unshare, then the namespace, die too.
+  The signal fires when the *thread* that started the kernel exits: jupyter_client starts
+  kernels from its event loop's thread, which lives as long as the manager.
+- interrupts: jupyter_client's SIGINT goes to the process group, so it reaches the ipykernel
+  directly (unshare blocks it; as a namespace init the kernel gets only signals it handles, and
+  ipykernel handles SIGINT).
+
+`leftover_processes` lists sandboxes still alive on the machine, `kill_leftovers` SIGKILLs them:
+a last resort for tests and the end of a batch, never the normal way a kernel ends.
 """
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import uuid
@@ -81,7 +112,7 @@ done
 cd /tmp/work
 export COURSE_SANDBOXED=1 HOME=/tmp/home TMPDIR=/tmp MPLCONFIGDIR=/tmp/home/.mpl TRITON_CACHE_DIR=/tmp/home/.triton \
        NUMBA_CACHE_DIR=/tmp/home/.numba PYTHONDONTWRITEBYTECODE=1
-exec setpriv --inh-caps=-all --bounding-set=-all --no-new-privs -- \
+exec setpriv --pdeathsig SIGKILL --inh-caps=-all --bounding-set=-all --no-new-privs -- \
      prlimit --fsize=$SANDBOX_FSIZE $SANDBOX_AS -- "$@"
 """
 
@@ -164,7 +195,132 @@ def cleanup_cgroups() -> None:
                 pass
 
 
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _die_with_parent() -> None:
+    """Have the kernel SIGKILL this process (and, after the exec, `unshare`) when its parent dies."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"prctl(PR_SET_PDEATHSIG): {os.strerror(errno)}")
+
+
+def _read_proc(pid: int, name: str) -> bytes | None:
+    try:
+        with open(f"/proc/{pid}/{name}", "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def _pid_ns(pid: int, which: str = "pid") -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/{which}")
+    except OSError:
+        return None
+
+
+def _launcher_runtime(argv: list[str]) -> str | None:
+    """The runtime folder of a `python -m autograder.sandbox CONNECTION_FILE` not yet exec'd."""
+    if len(argv) < 4 or argv[1:3] != ["-m", "autograder.sandbox"]:
+        return None
+    import json
+    try:
+        ip = json.loads(Path(argv[3]).read_text()).get("ip", "")
+    except (OSError, ValueError, AttributeError):
+        return ""  # a launcher all the same, of no runtime we can tell
+    return str(Path(ip).parent) if ip else ""
+
+
+def _describe(pid: int, argv: list[str]) -> str:
+    words = ["<stage2 script>" if "\n" in a else a for a in argv]
+    line = shlex.join(words) if words else "?"
+    return f"{pid} {line if len(line) <= 300 else line[:297] + '...'}"
+
+
+def _scan(runtime: Path | str | None = None) -> dict[int, str]:
+    """{pid: description} of the live processes of the sandboxes under `runtime`
+    (a folder from `new_runtime_dir`; None: every sandbox on this machine)."""
+    prefix = str(runtime or RUNTIME_ROOT).rstrip("/") + "/"
+    me, own_ns = os.getpid(), _pid_ns(os.getpid())
+    procs: dict[int, list[str]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        pid = int(entry)
+        stat = _read_proc(pid, "stat")
+        if stat is None or stat.rpartition(b")")[2].split()[:1] in ([b"Z"], [b"X"]):
+            continue  # gone, or a zombie (no memory; its parent reaps it)
+        raw = _read_proc(pid, "cmdline") or b""
+        procs[pid] = [a.decode(errors="replace") for a in raw.split(b"\0")[:-1]]
+    marked = set()
+    for pid, argv in procs.items():
+        # unshare, sh, setpriv, prlimit and the kernel all carry the kernel's argv, whose
+        # connection file lies in the runtime folder; a launcher that has not exec'd yet
+        # carries the connection file that names it
+        if "ipykernel_launcher" in argv and any(a.startswith(prefix) for a in argv):
+            marked.add(pid)
+        else:
+            launcher = _launcher_runtime(argv)
+            if launcher is not None and (runtime is None or (launcher + "/").startswith(prefix)):
+                marked.add(pid)
+    # every process inside those PID namespaces belongs to the sandbox too, whatever its command
+    # line (a submission's children; a kernel that rewrote its own): unshare names the namespace
+    # of its children, which nothing inside can change
+    namespaces = {_pid_ns(pid, which) for pid in marked for which in ("pid", "pid_for_children")}
+    namespaces -= {own_ns, None}
+    found = marked | {pid for pid in procs if _pid_ns(pid) in namespaces}
+    return {pid: _describe(pid, procs[pid]) for pid in sorted(found) if pid in procs}
+
+
+def leftover_processes(runtime: Path | str | None = None) -> list[str]:
+    """The sandboxed kernels' processes still alive, as "pid cmdline": those of the runtime
+    folder `runtime` (from `new_runtime_dir`), or of every sandbox on this machine."""
+    return list(_scan(runtime).values())
+
+
+def kill_leftovers(runtime: Path | str | None = None, timeout: float = 10.0) -> list[str]:
+    """SIGKILL what `leftover_processes(runtime)` lists, until nothing is left (or `timeout`
+    seconds pass); return what was killed. A last resort: kernels end with their manager."""
+    import time
+    killed: dict[int, str] = {}
+    deadline = time.monotonic() + timeout
+    while True:
+        found = _scan(runtime)
+        if not found or time.monotonic() > deadline:
+            break
+        # pidfds, then a second look: a pid that died and was reused between the two is not hit
+        handles = {}
+        for pid in found:
+            try:
+                handles[pid] = os.pidfd_open(pid)
+            except OSError:
+                pass
+        try:
+            confirmed = _scan(runtime)
+            for pid, fd in handles.items():
+                if pid in confirmed:
+                    try:
+                        signal.pidfd_send_signal(fd, signal.SIGKILL)
+                        killed.setdefault(pid, confirmed[pid])
+                    except OSError:
+                        pass
+        finally:
+            for fd in handles.values():
+                os.close(fd)
+        time.sleep(0.05)
+    return list(killed.values())
+
+
 def main(argv: list[str]) -> None:
+    # Die with nbgrader: the parent-death signal outlives the exec into unshare, whose
+    # --kill-child passes it on to the namespace's init (see "Process tree" above).
+    parent = os.getppid()
+    _die_with_parent()
+    if os.getppid() != parent:  # nbgrader died before the prctl: no one would ever stop this kernel
+        sys.exit("the course sandbox's parent died while it started")
     # With the IPC transport the connection's "ip" is the path prefix of the kernel's sockets,
     # in a runtime folder made by `new_runtime_dir`; the connection file goes there too, since
     # the sandbox gets its own /tmp.
@@ -190,7 +346,7 @@ def main(argv: list[str]) -> None:
                SANDBOX_TMP_SIZE=TMP_SIZE,
                SANDBOX_FSIZE=str(MAX_FILE_BYTES),
                SANDBOX_AS="" if on_gpu else f"--as={MAX_ADDRESS_SPACE}")
-    cmd = ["unshare", "--mount", "--net", "--pid", "--fork", "--kill-child", "--mount-proc",
+    cmd = ["unshare", "--mount", "--net", "--pid", "--fork", "--kill-child=SIGKILL", "--mount-proc",
            "sh", "-c", STAGE2, "sandbox", *kernel]
     os.execvpe(cmd[0], cmd, env)
 
