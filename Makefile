@@ -7,7 +7,7 @@ TORCH  ?= torch==2.13.0
 # Extra pip options, for example a package index of your own: make setup PIP_ARGS="--index-url URL"
 PIP_ARGS ?=
 
-.PHONY: setup grade test lab release bench learner-env clean
+.PHONY: setup grade test lab release bench gpu-check learner-env clean
 
 setup: $(STAMP)
 
@@ -37,6 +37,9 @@ release: setup        ## regenerate labs/ from solutions/
 
 bench: setup          ## reference kernels against the hardware limit (needs a GPU)
 	$(BIN)/python -m autograder bench
+
+gpu-check: setup      ## on a GPU machine: kernels, compile report, bench, samples with speed, stability (< 10 min)
+	$(BIN)/python -m autograder gpu-check
 
 learner-env: setup    ## what a learner installs (no answers): the genfast wheel in .learner-venv, with the labs
 	$(BIN)/python -m autograder learner-dist --out dist

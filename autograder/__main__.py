@@ -7,7 +7,10 @@
   feedback  [LAB ...]              feedback HTML under grading/feedback
   export    [--to CSV]             grade CSV (nbgrader export)
   gradebook                        print the student x lab table
-  grade     [LAB ...]              all of the above on the samples: what `make grade` runs
+  grade     [LAB ...] [--students reference,untouched]
+                                   all of the above on the samples: what `make grade` runs
+  gpu-check [--out FILE]           on a GPU machine, in under 10 minutes: kernels checked on the GPU, compile
+                                   report, bench, the samples graded with speed live, speed stability
   bench                            reference kernels against the hardware limit (GPU)
   fixtures  [LAB ...]              the learner install's expected outputs, from the references
   compile-report [--csv FILE]      registers, spills, shared memory, tensor-core instructions of every
@@ -42,11 +45,11 @@ def _report(outcomes) -> None:
             print(f"  {'!' if not o.ok else '-'} {o.student}/{o.lab}: {o.message}")
 
 
-def cmd_grade(labs: list[str]) -> None:
+def cmd_grade(labs: list[str], students: list[str] | None = None) -> None:
     start = time.time()
     print(runtime.describe())
     grading.release(labs)
-    pairs = grading.submit_samples(labs)
+    pairs = grading.submit_samples(labs, students)
     _report(grading.autograde(pairs, workers=2))
     grading.feedback(labs)
     csv = grading.export(config.grading_dir() / "grades.csv")
@@ -60,8 +63,13 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m autograder", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("release", "samples", "feedback", "grade"):
+    for name in ("release", "samples", "feedback"):
         sub.add_parser(name).add_argument("labs", nargs="*")
+    p = sub.add_parser("grade")
+    p.add_argument("labs", nargs="*")
+    p.add_argument("--students", default=None, help="comma-separated sample names (default: all of them)")
+    p = sub.add_parser("gpu-check")
+    p.add_argument("--out", type=Path, default=None)
     p = sub.add_parser("autograde")
     p.add_argument("labs", nargs="*")
     p.add_argument("--from", dest="source", type=Path, help="folder of <student>/<lab>/<lab>.ipynb")
@@ -104,7 +112,10 @@ def main(argv=None) -> None:
     elif args.command == "gradebook":
         print(gradebook.table())
     elif args.command == "grade":
-        cmd_grade(_labs(args.labs))
+        cmd_grade(_labs(args.labs), args.students.split(",") if args.students else None)
+    elif args.command == "gpu-check":
+        from . import gpu_check
+        sys.exit(gpu_check.run(args.out))
     elif args.command == "bench":
         from kernels import benchmarks
         benchmarks.main()
