@@ -52,9 +52,12 @@ MATMUL_HINT = "mask both loads on K as well as on M/N, and advance both pointer 
 
 
 def matmul_block_sizes() -> dict:
-    """Tile sizes for the launcher: small in the interpreter, tensor-core sized on a GPU."""
+    """Tile sizes for the launcher: small in the interpreter, tensor-core sized on a GPU.
+
+    128 x 128 x 64 tiles with 8 warps: 128 x 256 (the Triton tutorial's H100 choice) spills
+    registers on sm_80 and sm_90 with this Triton (`python -m autograder compile-report`)."""
     if runtime.on_gpu():
-        return dict(BLOCK_M=128, BLOCK_N=256, BLOCK_K=64, GROUP_M=8, num_warps=8, num_stages=3)
+        return dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, num_warps=8, num_stages=3)
     return dict(BLOCK_M=32, BLOCK_N=32, BLOCK_K=32, GROUP_M=4)
 
 
