@@ -7,6 +7,8 @@
   feedback  [LAB ...]              feedback HTML under grading/feedback
   export    [--to CSV]             grade CSV (nbgrader export)
   gradebook                        print the student x lab table
+  similarity [LAB ...] [--threshold 0.6] [--out DIR]
+                                   copy-detection report over grading/submitted (flags, grades nothing)
   grade     [LAB ...] [--students reference,untouched]
                                    all of the above on the samples: what `make grade` runs
   gpu-check [--out FILE]           on a GPU machine, in under 10 minutes: kernels checked on the GPU, compile
@@ -77,6 +79,10 @@ def main(argv=None) -> None:
     p.add_argument("--resume", action="store_true", help="skip submissions already graded")
     sub.add_parser("export").add_argument("--to", type=Path, default=None)
     sub.add_parser("gradebook")
+    p = sub.add_parser("similarity")
+    p.add_argument("labs", nargs="*")
+    p.add_argument("--threshold", type=float, default=0.6, help="flag pairs at least this similar")
+    p.add_argument("--out", type=Path, default=None, help="report folder (default grading/similarity)")
     sub.add_parser("bench")
     sub.add_parser("fixtures").add_argument("labs", nargs="*")
     p = sub.add_parser("compile-report")
@@ -111,6 +117,9 @@ def main(argv=None) -> None:
         print(grading.export(args.to or config.grading_dir() / "grades.csv"))
     elif args.command == "gradebook":
         print(gradebook.table())
+    elif args.command == "similarity":
+        from . import similarity
+        similarity.main(_labs(args.labs), args.threshold, args.out)
     elif args.command == "grade":
         cmd_grade(_labs(args.labs), args.students.split(",") if args.students else None)
     elif args.command == "gpu-check":
