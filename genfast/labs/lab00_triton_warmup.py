@@ -48,7 +48,8 @@ def speed_softmax(row_softmax, reference=None):
 
 
 # 3. tiled matmul --------------------------------------------------------------------
-MATMUL_HINT = "mask both loads on K as well as on M/N, and advance both pointer grids by BLOCK_K each step"
+MATMUL_HINT = ("mask the loads on K, keep rows and columns past M/N in bounds (mask them, or wrap them with % M, % N), "
+               "mask the store, and advance both pointer grids by BLOCK_K each step")
 
 
 def matmul_block_sizes() -> dict:
