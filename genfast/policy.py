@@ -52,6 +52,9 @@ ALLOWED_IMPORTS = {
 
 # What one lab needs beyond ALLOWED_IMPORTS, each with the reason beside it.
 LAB_IMPORTS: dict[str, dict[str, str]] = {
+    "lab02_attention": {
+        "time": "the cost cell times naive attention with time.perf_counter",
+    },
     "lab05_dataset_cards": {
         "re": "regular expressions for boilerplate and PII cleaning",
         "hashlib": "exact-duplicate hashes",

@@ -46,6 +46,9 @@ import triton
 import triton.language as tl
 
 from genfast import runtime
+# the learner's launcher and the given code use the same tiles and the same decay conversions
+from genfast.labs.lab03_linear_attention_mamba import chunked_block_config as block_config
+from genfast.labs.lab03_linear_attention_mamba import log2_gamma, log_decay, retnet_gammas
 
 # ----------------------------------------------------------------------------------------------
 # plain PyTorch references
@@ -54,21 +57,6 @@ from genfast import runtime
 
 def _acc_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
-
-
-def log_decay(gamma, B: int, H: int, N: int, device, dtype=torch.float32) -> torch.Tensor:
-    """log gamma_t as a (B, H, N) tensor from None (no decay), a float, (H,) or (B, H, N)."""
-    if gamma is None:
-        return torch.zeros(B, H, N, device=device, dtype=dtype)
-    g = torch.as_tensor(gamma, device=device, dtype=dtype)
-    if g.ndim == 0:
-        g = g.expand(H)
-    if g.ndim == 1:
-        assert g.shape == (H,), f"gamma must have one value per head ({H}), got {tuple(g.shape)}"
-        g = g[None, :, None].expand(B, H, N)
-    assert g.shape == (B, H, N), f"gamma must be a float, (H,) or (B, H, N); got {tuple(g.shape)}"
-    assert bool((g > 0).all()) and bool((g <= 1).all()), "decays must lie in (0, 1]"
-    return torch.log(g)
 
 
 def torch_linear_attention_recurrent(q, k, v, gamma=None, normalize=False, eps=1e-6):
@@ -134,6 +122,17 @@ def torch_linear_attention_chunked(q, k, v, gamma=None, chunk=64):
     return torch.cat(out, dim=2).to(v.dtype)
 
 
+def delta_rule_gradient_step(H, k, v, beta):
+    """DeltaNet's write as what it is: H - beta * dL/dH with L = 1/2 ||H k - v||^2 (summed over the
+    leading dimensions), the gradient from torch.autograd. H (..., d_v, d_k), k (..., d_k), v (..., d_v),
+    beta (...) or a float; equal to the delta rule H - beta (H k - v) k^T."""
+    H = H.detach().clone().requires_grad_()
+    loss = 0.5 * (((H @ k[..., None])[..., 0] - v) ** 2).sum()
+    (grad,) = torch.autograd.grad(loss, H)
+    beta = torch.as_tensor(beta, dtype=H.dtype, device=H.device)
+    return (H - beta[..., None, None] * grad).detach()
+
+
 # ----------------------------------------------------------------------------------------------
 # cost model
 # ----------------------------------------------------------------------------------------------
@@ -155,16 +154,6 @@ def recurrent_flops(B, H, N, d):
 def bytes_moved(B, H, N, d, element_size):
     """Ideal traffic of the kernel: read q, k, v and write o once (the state never leaves the chip)."""
     return 4 * B * H * N * d * element_size
-
-
-def state_bytes(H, d, element_size=4):
-    """Memory an RNN-form layer keeps per sequence: one d x d state per head, whatever N."""
-    return H * d * d * element_size
-
-
-def kv_cache_bytes(H, N, d, element_size=2):
-    """Memory softmax attention keeps per sequence and layer: keys and values of all N tokens."""
-    return 2 * H * N * d * element_size
 
 
 # ----------------------------------------------------------------------------------------------
@@ -222,25 +211,6 @@ def _chunked_linear_attention_fwd(Q, K, V, O, LOG2_GAMMA, N, H, DK, DV,
                  o.to(O.dtype.element_ty), mask=r_ok[:, None] & v_ok[None, :])
 
 
-def block_config(d_k: int, d_v: int) -> dict:
-    """Chunk and tile sizes: 64-token chunks on a GPU, 16-token chunks in the interpreter."""
-    block_dk = triton.next_power_of_2(max(d_k, 16))
-    if runtime.on_gpu():
-        block_dv = 32 if d_v <= 64 else 64  # more programs for a small head dim (fill the SMs)
-        return dict(CHUNK=64, BLOCK_DK=block_dk, BLOCK_DV=min(block_dv, triton.next_power_of_2(max(d_v, 16))),
-                    num_warps=4, num_stages=2)
-    return dict(CHUNK=16, BLOCK_DK=block_dk, BLOCK_DV=triton.next_power_of_2(max(d_v, 16)))
-
-
-def log2_gamma(gamma, H: int, device) -> torch.Tensor:
-    """(H,) fp32 tensor of log2(gamma_h) from None, a float or an (H,) tensor."""
-    if gamma is None:
-        return torch.zeros(H, device=device, dtype=torch.float32)
-    g = torch.as_tensor(gamma, dtype=torch.float32, device=device).expand(H).contiguous()
-    assert bool((g > 0).all()) and bool((g <= 1).all()), "decays must lie in (0, 1]"
-    return torch.log2(g)
-
-
 def chunked_linear_attention(q, k, v, gamma=None, chunk=None, block_dv=None):
     """o_t = sum_{s<=t} gamma_h^(t-s) (q_t . k_s) v_s for q, k (B, H, N, d_k), v (B, H, N, d_v).
 
@@ -266,9 +236,6 @@ def chunked_linear_attention(q, k, v, gamma=None, chunk=None, block_dv=None):
 # ----------------------------------------------------------------------------------------------
 # benchmark rows for `python -m autograder bench`
 # ----------------------------------------------------------------------------------------------
-RETNET_GAMMAS = lambda H: 1.0 - 2.0 ** (-5.0 - torch.arange(H, dtype=torch.float32) * 7.0 / max(H - 1, 1))
-
-
 def bench_cases(BenchCase, randn):
     """BenchCase rows: B=4, H=16, N=4096, d = 64 / 128, bf16, RetNet decays, against the masked
     quadratic form in PyTorch; throughput in GB/s of the ideal traffic (q, k, v read, o written).
@@ -279,7 +246,7 @@ def bench_cases(BenchCase, randn):
         B, H, N, d = shape
         q, k, v = (randn(B, H, N, d, dtype=dtype, device=device, seed=i) * (d ** -0.5 if i < 2 else 1.0)
                    for i in range(3))
-        return q, k, v, RETNET_GAMMAS(H).to(device)
+        return q, k, v, retnet_gammas(H).to(device)
 
     cases = []
     for d in (64, 128):

@@ -37,7 +37,9 @@ import torch
 import triton
 import triton.language as tl
 
-from genfast import runtime
+from genfast import runtime  # noqa: F401
+# Mamba-shaped inputs, and the tiles that the learner's launcher uses too
+from genfast.labs.lab03_linear_attention_mamba import random_inputs, scan_block_config as block_config
 
 
 # ----------------------------------------------------------------------------------------------
@@ -94,6 +96,16 @@ def zoh_matrix(A, B, delta):
     M[:S, :S], M[:S, S:] = A, B
     E = torch.linalg.matrix_exp(delta * M)
     return E[:S, :S], E[:S, S:]
+
+
+def torch_scan_sequential(a, b):
+    """The scan by its definition, one step at a time along dim 0: (running products of a, states h)
+    with h_t = a_t h_{t-1} + b_t, h_0 = 0."""
+    h, hs = torch.zeros_like(b[0]), []
+    for t in range(a.shape[0]):
+        h = a[t] * h + b[t]
+        hs.append(h)
+    return torch.cumprod(a, 0), torch.stack(hs)
 
 
 def torch_scan_hillis_steele(a, b):
@@ -172,14 +184,6 @@ def _selective_scan_fwd(X, DELTA, A, BM, CM, Y, L, D, S,
         h = tl.sum(tl.where(last, hs, 0.0), axis=0)          # the state after the block's last step
 
 
-def block_config(D: int, S: int) -> dict:
-    """Tiles: 16 channels x 32 steps on a GPU, 16 x 8 in the interpreter (small, and several blocks)."""
-    block_s = triton.next_power_of_2(max(S, 2))
-    if runtime.on_gpu():
-        return dict(BLOCK_L=32 if block_s <= 16 else 16, BLOCK_D=16, BLOCK_S=block_s, num_warps=4)
-    return dict(BLOCK_L=8, BLOCK_D=min(16, triton.next_power_of_2(max(D, 2))), BLOCK_S=block_s)
-
-
 def selective_scan(x, delta, A, Bmat, C, block_l=None, block_d=None):
     """y (batch, L, D) of the selective scan; x, delta (batch, L, D), A (D, S), Bmat, C (batch, L, S).
 
@@ -199,18 +203,6 @@ def selective_scan(x, delta, A, Bmat, C, block_l=None, block_d=None):
                               *x.stride(), *delta.stride(), *A.stride(), *Bmat.stride(), *C.stride(),
                               *y.stride(), **cfg)
     return y
-
-
-def random_inputs(batch, L, D, S, dtype=torch.float32, device="cpu", seed=0):
-    """Inputs shaped like Mamba's: delta = softplus(.) > 0, A = -(1 .. S) per channel (S4D-real init)
-    scaled by a random factor, B and C ~ N(0, 1)."""
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(batch, L, D, generator=gen)
-    delta = torch.nn.functional.softplus(torch.randn(batch, L, D, generator=gen) - 1.0)
-    A = -torch.arange(1, S + 1, dtype=torch.float32)[None, :] * torch.exp(0.5 * torch.randn(D, 1, generator=gen))
-    Bmat, C = torch.randn(batch, L, S, generator=gen), torch.randn(batch, L, S, generator=gen)
-    return tuple(t.to(device=device, dtype=dtype) if t is not A else t.to(device=device)
-                 for t in (x, delta, A, Bmat, C))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,11 +1,16 @@
 """Lab 02 reference kernels (FlashAttention forward, RoPE, backward from LSE), on the CPU interpreter."""
+import json
 import math
+import re
 
 import pytest
 import torch
 
 from genfast import checks
+from genfast.labs import lab02_attention as lab
 from kernels import attention
+
+LAB = "lab02_attention"
 
 
 def qkv(B, H, N, d, seed=0, dtype=torch.float32):
@@ -119,7 +124,7 @@ def test_rope_is_a_rotation():
 def test_flops_and_bytes():
     assert attention.flops(4, 16, 4096, 64) == 4 * 4 * 16 * 4096**2 * 64
     assert attention.flops(1, 1, 10, 8, causal=True) == attention.flops(1, 1, 10, 8) // 2
-    assert attention.naive_bytes(1, 1, 4096, 64) > 10 * attention.flash_bytes(1, 1, 4096, 64)
+    assert attention.naive_bytes(1, 1, 4096, 64) > 10 * lab.flash_bytes(1, 1, 4096, 64)
 
 
 def test_bench_cases_build_and_run_small():
@@ -140,3 +145,60 @@ def test_bench_cases_run_at_the_cpu_test_scale_in_bf16():
         args = case.inputs(case.test_scale)
         assert args[0].dtype == torch.bfloat16 and args[0].shape[-1] in attention.HEAD_DIMS
         checks.compare(case.kernel(*args), case.torch_op(*args), what=case.label)
+
+
+# the learner's checks: the shipped expected outputs agree with the references -----------------
+def test_visible_checks_pass_the_references_against_the_fixtures():
+    lab.check_naive(attention.torch_attention)
+    lab.check_multi_head(attention.torch_multi_head_attention)
+    lab.check_cost_model(attention.naive_bytes, lambda ns, ts: 2.0)
+    lab.check_rope(attention.rope_cos_sin, attention.apply_rope)
+    lab.check_flash(attention.flash_attention)
+    lab.check_flash_head_dims(attention.flash_attention)
+    lab.check_backward(attention.attention_backward)
+
+
+def test_fixture_and_reference_paths_check_the_same_outputs():
+    """Each visible case's shipped output equals the reference's on the same inputs."""
+    for B, H, N, d, causal in lab.FLASH_SHAPES:
+        inputs = lab.attention_inputs(B, H, N, d, causal)
+        shipped = lab._shipped(lab.attention_key(lab.attention_name(B, H, N, d, causal)))
+        o, lse = attention.torch_attention(**inputs)
+        assert torch.equal(shipped["o"], o) and torch.equal(shipped["lse"], lse)
+
+
+def test_visible_checks_name_the_failing_case_and_give_the_hint():
+    def no_mask(q, k, v, causal=False):
+        return attention.torch_attention(q, k, v, False)
+    with pytest.raises(checks.CheckFailed, match=r"(?s)naive_attention output O, case 'B=2 H=3 N=10 d=16 causal "
+                                                 r"float32'.*max abs error.*hint: mask with -inf"):
+        lab.check_naive(no_mask)
+    with pytest.raises(checks.CheckFailed, match="hint: if N <= BLOCK_N"):
+        lab.check_flash(no_mask)
+
+
+def test_checks_without_a_shipped_case_ask_for_the_reference():
+    with pytest.raises(LookupError, match="no expected output is shipped"):
+        lab.check_naive(attention.torch_attention, shapes=[(1, 1, 3, 16, True)])
+    lab.check_naive(attention.torch_attention, shapes=[(1, 1, 3, 16, True)], reference=attention.torch_attention)
+
+
+def test_one_block_config_for_the_given_launcher_and_the_reference():
+    assert attention.block_config is lab.block_config
+
+
+def test_reference_solution_follows_the_code_policy():
+    from autograder import samples
+    from genfast import policy
+    released = json.loads(samples.notebook_path(samples.release_dir(), LAB).read_text())
+    nb = json.loads(json.dumps(samples.make_sample(LAB, "reference")))
+    assert policy.check_notebook(nb, LAB, released) == []
+
+
+def test_released_notebook_names_neither_kernels_nor_the_grader():
+    from autograder import samples
+    released = json.loads(samples.notebook_path(samples.release_dir(), LAB).read_text())
+    for cell in released["cells"]:
+        source = "".join(cell["source"])
+        assert not re.search(r"\bkernels\b", source), source
+        assert "GRADER" not in source, source

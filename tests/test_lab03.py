@@ -1,10 +1,17 @@
 """Lab 03 reference kernels and derivations (linear attention, selective scan, ZOH, DeltaNet) on the CPU."""
+import json
+from pathlib import Path
+
 import pytest
 import torch
 
 from genfast import checks
+from genfast.labs import lab03_linear_attention_mamba as lab
 from kernels import linear_attention as la
 from kernels import selective_scan as ss
+
+LAB = "lab03_linear_attention_mamba"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def qkv(B, H, N, dk, dv=None, seed=0, dtype=torch.float32):
@@ -74,18 +81,18 @@ def test_chunked_kernel_strided_inputs():
 def test_cost_helpers():
     assert la.bytes_moved(1, 1, 10, 4, 2) == 4 * 10 * 4 * 2
     assert la.flops(1, 1, 128, 64, 64) < la.quadratic_flops(1, 1, 128 * 64, 64) / 32
-    assert la.kv_cache_bytes(16, 4096, 64) > la.state_bytes(16, 64, 2)
+    assert lab.kv_cache_bytes(16, 4096, 64) > lab.state_bytes(16, 64, 2)
 
 
 # ---------------------------------------------------------------- the selective scan
 @pytest.mark.parametrize("shape", [(1, 1, 1, 1), (1, 1, 3, 4), (2, 13, 6, 4), (1, 20, 3, 16), (1, 9, 17, 2)])
 def test_selective_scan_matches_loop(shape):
-    inputs = ss.random_inputs(*shape, seed=sum(shape))
+    inputs = lab.random_inputs(*shape, seed=sum(shape))
     checks.compare(ss.selective_scan(*inputs), ss.torch_selective_scan(*inputs), atol=1e-5)
 
 
 def test_selective_scan_other_blocks_and_strides():
-    x, delta, A, Bm, C = ss.random_inputs(1, 11, 4, 4, seed=7)
+    x, delta, A, Bm, C = lab.random_inputs(1, 11, 4, 4, seed=7)
     x = x.transpose(1, 2).contiguous().transpose(1, 2)  # (batch, L, D) view of (batch, D, L) memory
     checks.compare(ss.selective_scan(x, delta, A, Bm, C, block_l=4, block_d=2),
                    ss.torch_selective_scan(x, delta, A, Bm, C), atol=1e-5)
@@ -106,10 +113,13 @@ def test_scan_operator_is_associative_and_the_parallel_scan_matches():
         states.append(state)
     checks.compare(h, torch.stack(states), atol=1e-12)
     checks.compare(cum_a, torch.cumprod(a, 0), atol=1e-12)
+    products, seq_states = ss.torch_scan_sequential(a, b)
+    checks.compare(seq_states, torch.stack(states), atol=0.0)
+    checks.compare(products, torch.cumprod(a, 0), atol=0.0)
 
 
 def test_states_and_outputs_agree():
-    inputs = ss.random_inputs(2, 9, 3, 4, seed=3, dtype=torch.float64)
+    inputs = lab.random_inputs(2, 9, 3, 4, seed=3, dtype=torch.float64)
     hs = ss.torch_selective_scan_states(*inputs)
     y = (hs * inputs[4][:, :, None, :]).sum(-1)
     checks.compare(y, ss.torch_selective_scan(*inputs), atol=1e-12)
@@ -153,6 +163,7 @@ def test_delta_rule_is_one_gradient_step():
     loss.backward()
     delta_rule = H.detach() - beta * torch.outer(H.detach() @ k - v, k)
     checks.compare(delta_rule, H.detach() - beta * H.grad, atol=1e-12)
+    checks.compare(la.delta_rule_gradient_step(H.detach(), k, v, beta), delta_rule, atol=1e-12)
     # with beta = 1 and a unit key the write is exact: the memory now maps k to v
     k = k / k.norm()
     H1 = H.detach() - torch.outer(H.detach() @ k - v, k)
@@ -166,3 +177,74 @@ def test_bench_cases_are_well_formed():
         args = case.inputs(case.test_scale)
         checks.compare(case.kernel(*args), case.torch_op(*args), what=case.name)
         assert case.work(case.shape, case.dtype) > 0
+
+
+# ---------------------------------------------------------------- the learner's checks (genfast)
+def _delta_rule(H, k, v, beta):
+    beta = torch.as_tensor(beta, dtype=H.dtype, device=H.device)
+    return H - beta[..., None, None] * ((H @ k[..., None])[..., 0] - v)[..., :, None] * k[..., None, :]
+
+
+def test_visible_checks_pass_the_references_from_the_shipped_fixtures():
+    """What a learner's install runs: no reference passed, the expected outputs are the fixtures."""
+    lab.check_lstm(lambda **kw: lab.lstm_reference(**kw).chunk(2, dim=-1))
+    lab.check_linear_attention_forms(la.torch_linear_attention_quadratic, la.torch_linear_attention_recurrent)
+    lab.check_chunked(la.torch_linear_attention_chunked)
+    lab.check_chunked_kernel(la.chunked_linear_attention)
+    lab.check_zoh(ss.zoh)
+    lab.check_scan(ss.torch_scan_hillis_steele)
+    lab.check_selective_scan(ss.selective_scan)
+    lab.check_delta_rule(_delta_rule)
+
+
+def test_hidden_checks_pass_the_references():
+    """What the grader runs: the references passed in, hidden cases added."""
+    lab.check_linear_attention_forms(la.torch_linear_attention_quadratic, la.torch_linear_attention_recurrent,
+                                     reference=la.torch_linear_attention_recurrent,
+                                     more=[([(1, 2, 33, 16)], "token", True), ([(3, 1, 20, 4)], "head", False)])
+    lab.check_chunked(la.torch_linear_attention_chunked, reference=la.torch_linear_attention_recurrent,
+                      more=[(2, 1, 9, 4, 1), (1, 1, 7, 4, 64)])
+    lab.check_chunked_kernel(la.chunked_linear_attention, reference=la.torch_linear_attention_recurrent,
+                             more=[(1, 1, 20, 16, 48)])
+    lab.check_zoh(ss.zoh, reference=ss.zoh_matrix, more=[(4, 16, (1, 5))])
+    lab.check_scan(ss.torch_scan_hillis_steele, reference=ss.torch_scan_sequential, more=[(33, 2, 2)])
+    lab.check_selective_scan(ss.selective_scan, reference=ss.torch_selective_scan, more=[(3, 7, 5, 2)])
+    lab.check_delta_rule(_delta_rule, reference=la.delta_rule_gradient_step, more=[((2, 3), 8, 16, False)])
+
+
+def test_a_wrong_chunked_form_fails_with_the_case_and_the_hint():
+    wrong = lambda q, k, v, gamma=None, chunk=16: la.torch_linear_attention_chunked(q, k, v, None, chunk)
+    with pytest.raises(checks.CheckFailed, match=r"(?s)case 'B=2 H=2 N=16 d=8 chunk=4'.*hint: inter-chunk"):
+        lab.check_chunked(wrong)
+
+
+def test_a_case_without_a_fixture_says_so():
+    with pytest.raises(LookupError, match="no expected output is shipped"):
+        lab.check_scan(ss.torch_scan_hillis_steele, more=[(5, 5)])
+
+
+def test_the_learner_module_holds_no_reference():
+    for name in ("torch_linear_attention_recurrent", "torch_linear_attention_quadratic", "torch_linear_attention_chunked",
+                 "chunked_linear_attention", "selective_scan", "torch_selective_scan", "zoh", "zoh_matrix",
+                 "torch_scan_hillis_steele", "torch_scan_sequential", "delta_rule_gradient_step", "gradient_step"):
+        assert not hasattr(lab, name), name
+
+
+def test_the_reference_kernels_use_the_launchers_tiles():
+    assert la.block_config is lab.chunked_block_config and ss.block_config is lab.scan_block_config
+
+
+# ---------------------------------------------------------------- the notebook
+def _released():
+    return json.loads((ROOT / "labs" / LAB / f"{LAB}.ipynb").read_text())
+
+
+def test_reference_solution_follows_the_code_policy():
+    from autograder import samples
+    from genfast import policy
+    assert policy.check_notebook(samples.make_sample(LAB, "reference"), LAB, _released()) == []
+
+
+def test_released_notebook_names_no_instructor_code():
+    text = "\n".join("".join(c["source"]) for c in _released()["cells"])
+    assert "kernels" not in text and "GRADER" not in text and "autograder" not in text

@@ -1,0 +1,292 @@
+"""Checks for lab02_attention: naive and multi-head attention, the cost model, RoPE, the
+FlashAttention forward kernel and (bonus) the backward pass from the saved LSE.
+
+Every spec of this lab is itself a graded function (naive attention is what the learner
+writes, and the spec of the others), so the visible checks compare with expected outputs
+shipped in genfast/fixtures/lab02_attention.pt, computed by the instructor's references on
+the cases below. The grader passes those references in as `reference` and then checks any
+case, the hidden ones too. Also here: the launch configuration of the given FlashAttention
+launcher (`block_config`, shared with the reference kernel) and the memory formula of
+FlashAttention for the plot.
+"""
+import torch
+
+from genfast import bench, checks, fixtures, runtime
+
+LAB = "lab02_attention"
+
+
+# launch configuration and sizes ---------------------------------------------------------
+def block_config(head_dim: int, causal: bool) -> dict:
+    """A fixed launch configuration: H100-class tiles on a GPU, small tiles in the interpreter
+    (there an N = 50 test needs several key blocks and a ragged end)."""
+    if runtime.on_gpu():
+        if head_dim <= 64:
+            return dict(BLOCK_M=128, BLOCK_N=64, num_stages=3, num_warps=4)
+        return dict(BLOCK_M=128, BLOCK_N=64, num_stages=3, num_warps=8)
+    return dict(BLOCK_M=32, BLOCK_N=16)
+
+
+def flash_bytes(B, H, N, d, element_size=4):
+    """Memory FlashAttention holds: Q, K, V, O and one fp32 LSE per row."""
+    return 4 * B * H * N * d * element_size + B * H * N * 4
+
+
+def flash_dtypes() -> list:
+    """fp16 and bf16 on a GPU (what the kernel is for); fp32 in the CPU interpreter."""
+    return [torch.float16, torch.bfloat16] if runtime.on_gpu() else [torch.float32]
+
+
+# inputs (shared with the fixture builder, so the shipped outputs match these cases) -------
+def attention_name(B, H, N, d, causal, dtype=torch.float32) -> str:
+    return f"B={B} H={H} N={N} d={d} {'causal' if causal else 'full'} {str(dtype)[6:]}"
+
+
+def attention_inputs(B, H, N, d, causal, dtype=torch.float32, scale=1.0) -> dict:
+    """q, k, v of shape (B, H, N, d) (q and k times `scale`) and the causal flag."""
+    return dict(q=checks.randn(B, H, N, d, seed=N + d, dtype=dtype, scale=scale),
+                k=checks.randn(B, H, N, d, seed=N + d + 1, dtype=dtype, scale=scale),
+                v=checks.randn(B, H, N, d, seed=N + d + 2, dtype=dtype), causal=causal)
+
+
+def attention_key(name: str, scale=1.0) -> str:
+    return f"attention {name}" + ("" if scale == 1.0 else f" scale={scale:g}")
+
+
+def mha_name(B, N, C, h, causal) -> str:
+    return f"B={B} N={N} C={C} heads={h} {'causal' if causal else 'full'}"
+
+
+def mha_inputs(B, N, C, h, causal) -> dict:
+    return dict(x=checks.randn(B, N, C, seed=N), w_qkv=checks.randn(C, 3 * C, seed=C, scale=C ** -0.5),
+                w_o=checks.randn(C, C, seed=C + 1, scale=C ** -0.5), n_heads=h, causal=causal)
+
+
+def rope_table_name(n, d, base) -> str:
+    return f"n={n} d={d} base={base:g}"
+
+
+def rope_x(shape) -> torch.Tensor:
+    return checks.randn(*shape, seed=len(shape))
+
+
+def backward_name(B, H, N, d, causal) -> str:
+    return f"B={B} H={H} N={N} d={d} causal={causal}"
+
+
+def backward_inputs(B, H, N, d):
+    """q, k, v (fp64, requiring grad) and the upstream gradient do."""
+    q, k, v = (checks.randn(B, H, N, d, seed=N + i, dtype=torch.float64).requires_grad_() for i in range(3))
+    return q, k, v, checks.randn(B, H, N, d, seed=99, dtype=torch.float64)
+
+
+def _shipped(key: str):
+    try:
+        return fixtures.load(LAB, key)
+    except KeyError:
+        raise LookupError(f"no expected output is shipped for '{key}': the visible checks run the lab's "
+                          f"own cases; the grader checks other cases against the reference") from None
+
+
+def _on_device(x):
+    return x.to(runtime.device()) if isinstance(x, torch.Tensor) else x
+
+
+def _check_cases(fn, cases, expected, *, name, atol=None, rtol=None, hint=""):
+    """As checks.check_function, with the expected output of each case from `expected(case, inputs)`."""
+    __tracebackhide__ = True
+    cases = list(cases)
+    for case in cases:
+        inputs = case.make_inputs()
+        actual = checks.call(fn, name=name, case=case.name, hint=hint, **inputs)
+        max_abs = checks.compare(actual, expected(case, inputs), atol=atol, rtol=rtol,
+                                 what=f"{name}, case '{case.name}'", hint=hint)
+        print(f"  ok  {case.name:<44} max abs error {max_abs:.2e}")
+    print(f"{name}: all {len(cases)} cases passed.")
+
+
+# 1. naive attention and the (O, LSE) comparison ------------------------------------------
+NAIVE_SHAPES = [(1, 1, 1, 16, False), (1, 1, 1, 16, True), (2, 3, 10, 16, False), (2, 3, 10, 16, True)]
+NAIVE_HINT = "mask with -inf where j > i (strictly above the diagonal) before the softmax; lse = logsumexp over the last dim"
+
+
+def check_attention(fn, shapes, dtype=torch.float32, *, name, hint="", atol=None, rtol=None, lse_atol=1e-4,
+                    scale=1.0, reference=None):
+    """fn(q, k, v, causal) must return (O, LSE) for each (B, H, N, d, causal) in `shapes`; both are
+    compared with naive attention (`reference`, or its outputs shipped for the lab's cases)."""
+    __tracebackhide__ = True
+    for B, H, N, d, causal in shapes:
+        case = attention_name(B, H, N, d, causal, dtype)
+        inputs = attention_inputs(B, H, N, d, causal, dtype, scale)
+        out = checks.call(fn, name=name, case=case, hint=hint, **inputs)
+        if not (isinstance(out, tuple) and len(out) == 2):
+            raise checks.CheckFailed(f"{name} must return a tuple (output, lse), got {type(out).__name__}")
+        if reference is None:
+            want = _shipped(attention_key(case, scale))
+            o_ref, lse_ref = want["o"], want["lse"]
+        else:
+            o_ref, lse_ref = reference(**inputs)
+        err_o = checks.compare(out[0], o_ref, atol=atol, rtol=rtol, what=f"{name} output O, case '{case}'", hint=hint)
+        err_l = checks.compare(out[1], lse_ref, atol=lse_atol, rtol=1e-4, what=f"{name} LSE, case '{case}'", hint=hint)
+        print(f"  ok  {case:<36} max abs error O {err_o:.1e}, LSE {err_l:.1e}")
+    print(f"{name}: all {len(shapes)} cases passed.")
+
+
+def check_naive(naive_attention, shapes=NAIVE_SHAPES, scale=1.0, reference=None):
+    check_attention(naive_attention, shapes, scale=scale, name="naive_attention", hint=NAIVE_HINT,
+                    reference=reference)
+
+
+# 2. multi-head attention ----------------------------------------------------------------
+MHA_SHAPES = [(1, 1, 16, 1, True), (2, 7, 32, 4, True), (2, 7, 32, 2, False)]
+MHA_HINT = "head t owns channels t*d ... (t+1)*d-1: reshape to (B, N, h, d) and then transpose to (B, h, N, d)"
+
+
+def check_multi_head(multi_head_attention, shapes=MHA_SHAPES, reference=None):
+    cases = [checks.Case(mha_name(*s), lambda s=s: mha_inputs(*s)) for s in shapes]
+    expected = ((lambda case, inputs: _shipped(f"mha {case.name}")) if reference is None
+                else (lambda case, inputs: reference(**inputs)))
+    _check_cases(multi_head_attention, cases, expected, atol=1e-5, hint=MHA_HINT, name="multi_head_attention")
+
+
+# 3. the cost model ----------------------------------------------------------------------
+NAIVE_BYTES_ARGS = [(1, 1, 1000, 64)]
+NAIVE_BYTES_HINT = "4 matrices N x d and 2 matrices N x N"
+# (what, ns, times, the least-squares slope)
+FITS = [("t = 3 N^2", [1, 2, 4, 8], [3, 12, 48, 192], 2.0)]
+FIT_HINT = "fit a line to (log N, log t) by least squares; return its slope"
+
+
+def check_naive_bytes(naive_attention_bytes, args=NAIVE_BYTES_ARGS, reference=None):
+    __tracebackhide__ = True
+    for a in args:
+        expected = _shipped(f"naive_bytes {a}") if reference is None else reference(*a)
+        checks.check_value(f"naive_attention_bytes{a}", naive_attention_bytes, *a, expected=expected,
+                           hint=NAIVE_BYTES_HINT)
+
+
+def check_fit_exponent(fit_exponent, fits=FITS):
+    __tracebackhide__ = True
+    for what, ns, times, expected in fits:
+        checks.check_value(f"fit_exponent of {what}", fit_exponent, ns, times, expected=expected, rel=1e-6,
+                           hint=FIT_HINT)
+
+
+def check_cost_model(naive_attention_bytes, fit_exponent, reference=None):
+    check_naive_bytes(naive_attention_bytes, reference=reference)
+    check_fit_exponent(fit_exponent)
+
+
+# 4. RoPE --------------------------------------------------------------------------------
+ROPE_TABLES = [(1, 16, 10000.0), (40, 16, 10000.0), (9, 64, 500.0)]
+ROPE_X_SHAPES = [(5, 16), (2, 3, 12, 32)]
+ROPE_HINT = "theta_i = base ** (-2 i / d) for i = 0 .. d/2 - 1; pair i is (x[..., i], x[..., i + d/2])"
+
+
+def check_rope_tables(rope_cos_sin, tables=ROPE_TABLES, atol=1e-5, rtol=None, reference=None):
+    """rope_cos_sin(n, d, base) against the reference tables (or the shipped ones), cos and sin stacked."""
+    cases = [checks.Case(rope_table_name(*t), lambda t=t: dict(n=t[0], d=t[1], base=t[2])) for t in tables]
+    if reference is None:
+        expected = lambda case, inputs: _shipped(f"rope_cos_sin {case.name}")
+    else:
+        expected = lambda case, inputs: torch.stack(reference(inputs["n"], inputs["d"], inputs["base"],
+                                                              device=runtime.device()))
+    _check_cases(lambda n, d, base: torch.stack(rope_cos_sin(n, d, base)), cases, expected, atol=atol, rtol=rtol,
+                 name="rope_cos_sin", hint=ROPE_HINT)
+
+
+def check_apply_rope(apply_rope, shapes=ROPE_X_SHAPES, reference=None):
+    """apply_rope(x, cos, sin) with the reference tables; `reference` = (rope_cos_sin, apply_rope)."""
+    def inputs(s):
+        if reference is None:
+            want = _shipped(f"apply_rope x {tuple(s)}")
+            cos, sin = _on_device(want["cos"]), _on_device(want["sin"])
+        else:
+            cos, sin = reference[0](s[-2], s[-1], device=runtime.device())
+        return dict(x=rope_x(s), cos=cos, sin=sin)
+
+    cases = [checks.Case(f"x {tuple(s)}", lambda s=s: inputs(s)) for s in shapes]
+    expected = ((lambda case, inputs: _shipped(f"apply_rope {case.name}")["out"]) if reference is None
+                else (lambda case, inputs: reference[1](**inputs)))
+    _check_cases(apply_rope, cases, expected, atol=1e-5, name="apply_rope", hint=ROPE_HINT)
+
+
+def check_rope_relative(rope_cos_sin, apply_rope):
+    """The property that matters: the score of two rotated vectors depends only on their distance."""
+    __tracebackhide__ = True
+    cos, sin = checks.call(rope_cos_sin, 24, 32, name="rope_cos_sin")
+    q1, k1 = checks.randn(32, seed=1), checks.randn(32, seed=2)
+    scores = checks.call(apply_rope, q1.expand(24, 32), cos, sin, name="apply_rope") @ \
+        checks.call(apply_rope, k1.expand(24, 32), cos, sin, name="apply_rope").T
+    for offset in (-5, 0, 7):
+        diag = torch.diagonal(scores, offset)
+        checks.compare(diag, diag[0].expand_as(diag).clone(), atol=1e-4, what=f"score q(p).k(p+{offset}) over p",
+                       hint="the score of two rotated vectors must depend only on their distance")
+    print("RoPE scores depend only on the relative position.")
+
+
+def check_rope(rope_cos_sin, apply_rope, reference=None):
+    """The tables, the rotation and the relative-position property; `reference` = (rope_cos_sin, apply_rope)."""
+    check_rope_tables(rope_cos_sin, reference=reference and reference[0])
+    check_apply_rope(apply_rope, reference=reference)
+    check_rope_relative(rope_cos_sin, apply_rope)
+
+
+# 5. FlashAttention forward ------------------------------------------------------------
+FLASH_SHAPES = [(1, 1, 1, 16, False), (1, 1, 1, 16, True), (1, 1, 16, 16, False), (2, 2, 50, 16, False),
+                (2, 2, 50, 16, True)]
+FLASH_HEAD_DIM_SHAPES = [(1, 1, 33, 64, True), (1, 1, 17, 128, False)]
+FLASH_HINT = ("if N <= BLOCK_N (16 here) passes and longer inputs fail, check that BOTH the running sum l_i and the "
+              "accumulator acc are multiplied by alpha = exp2(m_old - m_new) whenever the max changes; if only causal "
+              "cases fail, check the mask j <= i on the diagonal tile and the loop bounds; if only the last rows fail, "
+              "check the masks for N not a multiple of the block")
+
+
+def check_flash(flash, shapes=FLASH_SHAPES, scale=1.0, half_lse_atol=2e-2, reference=None):
+    """flash(q, k, v, causal) -> (O, LSE) in every dtype of flash_dtypes()."""
+    for dtype in flash_dtypes():
+        check_attention(flash, shapes, dtype, scale=scale, name="flash", hint=FLASH_HINT,
+                        lse_atol=1e-4 if dtype == torch.float32 else half_lse_atol, reference=reference)
+
+
+def check_flash_head_dims(flash, shapes=FLASH_HEAD_DIM_SHAPES, reference=None):
+    """Head dims 64 and 128, N not a multiple of the block."""
+    check_flash(flash, shapes, reference=reference)
+
+
+def speed_flash(flash, reference=None):
+    """B=4 H=16 N=4096 d=64 causal bf16: the learner's kernel against the reference kernel."""
+    if runtime.on_gpu():
+        q, k, v = (checks.randn(4, 16, 4096, 64, seed=i, dtype=torch.bfloat16) for i in range(3))
+    else:
+        q = k = v = None
+    return bench.speed_points(lambda: flash(q, k, v, True)[0], reference and (lambda: reference(q, k, v, True)[0]),
+                              points=2, name="FlashAttention forward (B=4 H=16 N=4096 d=64 causal bf16)")
+
+
+# 6. bonus: backward from the LSE --------------------------------------------------------
+BACKWARD_SHAPES = [(1, 1, 1, 16, True), (2, 2, 9, 16, False), (1, 2, 12, 32, True)]
+BACKWARD_HINT = "P = exp(S - lse); dS = P * (dP - rowsum(dO * O)); do not forget the scale in dq and dk"
+
+
+def check_backward(attention_backward, shapes=BACKWARD_SHAPES, reference=None):
+    """(dq, dk, dv) against torch.autograd through naive attention (`reference`), or the shipped gradients."""
+    __tracebackhide__ = True
+    for B, H, N, d, causal in shapes:
+        case = backward_name(B, H, N, d, causal)
+        q, k, v, do = backward_inputs(B, H, N, d)
+        if reference is None:
+            want = {key: _on_device(t) for key, t in _shipped(f"backward {case}").items()}
+            o, lse, grads = want["o"], want["lse"], (want["dq"], want["dk"], want["dv"])
+        else:
+            o, lse = reference(q, k, v, causal)
+            o.backward(do)
+            grads = (q.grad, k.grad, v.grad)
+        got = checks.call(attention_backward, q.detach(), k.detach(), v.detach(), o.detach(), lse.detach(), do,
+                          causal, name="attention_backward")
+        if not (isinstance(got, (tuple, list)) and len(got) == 3):
+            raise checks.CheckFailed(f"attention_backward must return (dq, dk, dv), got {type(got).__name__}")
+        for g, want_g, what in zip(got, grads, ("dq", "dk", "dv")):
+            checks.compare(g, want_g, atol=1e-9, rtol=1e-7, what=f"{what}, case {case}", hint=BACKWARD_HINT)
+        print(f"  ok  {case}")
+    print("attention_backward matches torch.autograd.")
