@@ -56,19 +56,14 @@ LAB_IMPORTS: dict[str, dict[str, str]] = {
         "time": "the cost cell times naive attention with time.perf_counter",
     },
     "lab05_dataset_cards": {
-        "re": "regular expressions for boilerplate and PII cleaning",
-        "hashlib": "exact-duplicate hashes",
-        "unicodedata": "text normalisation",
-        "json": "dataset card metadata",
-        "datasets": "the curated dataset",
-        "license_expression": "SPDX licence expressions",
-        "pathlib": "writing the card and the dataset to a folder",
+        "re": "regular expressions: the Gutenberg markers and e-mail addresses (strip_gutenberg_header, scrub_emails)",
+        "license_expression": "the SPDX parse tree that classify walks (AND, OR, LicenseWithExceptionSymbol)",
     },
     "lab06_agents": {
         "ast": "the calculator parses arithmetic without eval",
         "json": "tool calls are JSON",
-        "re": "tokenising text for retrieval",
-        "time": "step timing in the agent loop",
+        "re": "regular expressions, if you tokenise or parse text your own way",
+        "time": "timing the sandbox's limits and the evaluation; tools that sleep in the loop's checks",
     },
 }
 
@@ -89,6 +84,12 @@ FORBIDDEN_ATTRIBUTES = {
     "system", "popen", "load_module", "exec_module", "import_module", "loader", "spec",
 }
 GRADER_PREFIX = "GRADER"  # names the grader binds for hidden tests
+# Dunder attributes that honest code uses and that lead nowhere (`type(x).__name__`,
+# `super().__init__()`); every other dunder (`__globals__`, `__class__`, `__subclasses__`,
+# `__dict__`, `__code__`, ...) is a way into the interpreter.
+SAFE_DUNDERS = {"__init__", "__name__", "__qualname__", "__doc__", "__len__", "__iter__", "__next__",
+                "__enter__", "__exit__", "__repr__", "__str__", "__call__", "__getitem__", "__contains__",
+                "__post_init__"}
 
 
 class PolicyViolation(RuntimeError):
@@ -163,7 +164,7 @@ class _Visitor(ast.NodeVisitor):
             self.flag(node, f"uses `{node.id}`, which graded cells may not use")
 
     def visit_Attribute(self, node: ast.Attribute) -> None:
-        if _dunder(node.attr):
+        if _dunder(node.attr) and node.attr not in SAFE_DUNDERS:
             self.flag(node, f"reads the dunder attribute `.{node.attr}`")
         elif node.attr in FORBIDDEN_ATTRIBUTES:
             self.flag(node, f"reads `.{node.attr}`, which leads to the interpreter's machinery")

@@ -38,3 +38,22 @@ def test_saved_fixtures_match_a_fresh_build():
                     torch.equal(a[k], b[k]) if isinstance(a[k], torch.Tensor) else a[k] == b[k] for k in a)
             assert same, f"{lab}: fixture {key!r} is stale: run `python -m autograder fixtures {lab}`"
         assert shipped.path(lab).stat().st_size < 1_000_000, f"{lab}: fixtures over 1 MB"
+
+
+def test_kernels_never_import_the_grading_machinery():
+    """No import cycle: autograder may import kernels (for hidden tests), never the other way."""
+    for path in sorted((ROOT / "kernels").rglob("*.py")):
+        bad = [m for m in _imports(path) if m.split(".")[0] == "autograder"]
+        assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
+
+
+@pytest.mark.parametrize("student", ["reference", "buggy", "hangs"])
+def test_every_sample_follows_the_code_policy(student):
+    """The instructor's solutions and the honest samples pass the policy they are graded under."""
+    from autograder import grading, samples
+    from genfast import policy
+    for lab in grading.all_labs():
+        if student not in samples.students_for(lab):
+            continue
+        found = policy.check_notebook(samples.make_sample(lab, student), lab, grading.released_notebook(lab))
+        assert not found, f"{lab}/{student}: " + "; ".join(f"{label}: {f}" for _, label, fs in found for f in fs)
