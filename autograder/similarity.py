@@ -62,13 +62,17 @@ def _raw_tokens(text: str) -> list[tokenize.TokenInfo]:
     return toks
 
 
-def tokens(lines: list[str]) -> list[tuple[str, int]]:
-    """Normalised tokens of `lines`, each with the index of the line it starts on."""
+def tokens(lines: list[str], keep_attributes: bool = False) -> list[tuple[str, int]]:
+    """Normalised tokens of `lines`, each with the index of the line it starts on.
+
+    keep_attributes=True keeps the names after a dot (`torch.cat`, `tl.load`): stricter, for
+    asking whether a file holds a given solution rather than whether two learners copied."""
     text = "\n".join(line.strip() for line in lines) + "\n"  # no indentation to get wrong
-    out = []
+    out, previous = [], ""
     for tok in _raw_tokens(text):
         if tok.type == tokenize.NAME:
-            norm = tok.string if tok.string in KEPT_NAMES else "V"
+            kept = tok.string in KEPT_NAMES or (keep_attributes and previous == ".")
+            norm = tok.string if kept else "V"
         elif tok.type == tokenize.NUMBER:
             norm = "N"
         elif tok.type in STRING_TOKENS:
@@ -78,6 +82,7 @@ def tokens(lines: list[str]) -> list[tuple[str, int]]:
         else:
             continue  # comments, newlines, the end marker
         out.append((norm, tok.start[0] - 1))
+        previous = tok.string
     return out
 
 

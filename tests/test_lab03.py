@@ -81,7 +81,7 @@ def test_chunked_kernel_strided_inputs():
 def test_cost_helpers():
     assert la.bytes_moved(1, 1, 10, 4, 2) == 4 * 10 * 4 * 2
     assert la.flops(1, 1, 128, 64, 64) < la.quadratic_flops(1, 1, 128 * 64, 64) / 32
-    assert lab.kv_cache_bytes(16, 4096, 64) > lab.state_bytes(16, 64, 2)
+    assert lab.attention_memory_bytes(16, 4096, 64) > lab.state_bytes(16, 64, 2)
 
 
 # ---------------------------------------------------------------- the selective scan

@@ -84,12 +84,13 @@ def _solution_blocks():
 
 def test_no_solution_block_and_no_graded_name_is_in_the_wheel(env):
     files = {name: text.decode() for name, text in learner.wheel_files(env["wheel"]).items() if name.endswith(".py")}
-    prints = {name: set(similarity.winnow(similarity.tokens(text.splitlines()))) for name, text in files.items()}
+    fingerprints = lambda lines: set(similarity.winnow(similarity.tokens(lines, keep_attributes=True)))
+    prints = {name: fingerprints(text.splitlines()) for name, text in files.items()}
     defined = {node.name: name for name, text in files.items() for node in ast.parse(text).body
                if isinstance(node, (ast.FunctionDef, ast.ClassDef))}  # module level: what a learner could import
     worst = []
     for lab, cell, block, source in _solution_blocks():
-        block_prints = set(similarity.winnow(similarity.tokens([line.strip() for line in block])))
+        block_prints = fingerprints([line.strip() for line in block])
         if len(block_prints) >= 8:
             for name, file_prints in prints.items():
                 share = len(block_prints & file_prints) / len(block_prints)

@@ -92,7 +92,7 @@ def state_bytes(H, d, element_size=4):
     return H * d * d * element_size
 
 
-def kv_cache_bytes(H, N, d, element_size=2):
+def attention_memory_bytes(H, N, d, element_size=2):
     """Memory softmax attention keeps per sequence and layer: keys and values of all N tokens."""
     return 2 * H * N * d * element_size
 
