@@ -74,6 +74,7 @@ def nbgrader(*args: str, timeout: float | None = None, log: Path | None = None,
                               capture_output=True, text=True, timeout=timeout)
     finally:
         if runtime is not None:
+            sandbox.kill_leftovers(runtime)  # last resort: no kernel outlives its grading run
             shutil.rmtree(runtime, ignore_errors=True)
             sandbox.cleanup_cgroups()
     if log is not None:

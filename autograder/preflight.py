@@ -74,11 +74,12 @@ def enforce_policy(nb, lab: str, released) -> list[str]:
     one line per cell for the note at the top of the feedback.
     """
     released_cells = {c.get("id"): c for c in released.cells}
+    lab_imports = set().union(*(policy.imported_names(c.source) for c in released.cells if c.cell_type == "code"))
     lines = []
     for index, label, findings in policy.check_notebook(nb, lab, released):
         cell = nb.cells[index]
         if cell.metadata.get("nbgrader", {}).get("solution"):
-            cell.source = policy.stub_cell(cell.source, findings)
+            cell.source = policy.stub_cell(cell.source, findings, keep=lab_imports)
             effect = "this part was not graded"
         else:
             original = released_cells.get(cell.get("id"))

@@ -57,9 +57,10 @@ import sys
 import uuid
 from pathlib import Path
 
-from . import config
+from . import config, grader
 
 KERNEL_NAME = "course-sandbox"
+REFERENCES_DIR = "kernels"      # hidden from the notebook; reached by autograder.grader.bind only
 RUNTIME_ROOT = Path("/run/course-sandbox")  # connection files and IPC sockets of sandboxed kernels
 MAX_PIDS = 512                  # processes + threads per submission
 MAX_FILE_BYTES = 256 * 2**20    # largest file a submission may write
@@ -132,7 +133,9 @@ def available() -> bool:
 
 def hidden_paths() -> list[str]:
     root = config.ROOT
-    paths = [root / config.SOURCE_DIR, root / ".git", root / ".dev", config.grading_dir()]
+    # the reference kernels too: the grader binds them through a handle opened beforehand
+    paths = [root / config.SOURCE_DIR, root / ".git", root / ".dev", root / REFERENCES_DIR, root / "tests",
+             config.grading_dir()]
     return [str(p) for p in paths if p.exists()]
 
 
@@ -331,7 +334,12 @@ def main(argv: list[str]) -> None:
     runtime = Path(info["ip"]).parent
     connection_file = runtime / "connection.json"
     shutil.copy(argv[0], connection_file)
-    kernel = [sys.executable, "-m", "ipykernel_launcher", "-f", str(connection_file)]
+    kernel = [sys.executable, "-m", "ipykernel_launcher", "-f", str(connection_file),
+              f"--IPKernelApp.exec_lines={grader.STARTUP}"]
+    # a handle on the reference kernels, opened before the sandbox hides their folder: the
+    # grader's startup line imports them through it, then closes it, before any learner code
+    references = os.open(config.ROOT / REFERENCES_DIR, os.O_RDONLY | os.O_DIRECTORY)
+    os.set_inheritable(references, True)
     # nbgrader starts the kernel in the submission's folder: stage its data files (not the
     # notebooks) next to the connection file, where the sandbox can still see them
     shutil.copytree(os.getcwd(), runtime / "work", ignore=shutil.ignore_patterns("*.ipynb"), dirs_exist_ok=True)
@@ -345,7 +353,9 @@ def main(argv: list[str]) -> None:
                SANDBOX_DEVICES=" ".join(p.name for p in Path("/dev").glob("nvidia*") if p.is_char_device()),
                SANDBOX_TMP_SIZE=TMP_SIZE,
                SANDBOX_FSIZE=str(MAX_FILE_BYTES),
-               SANDBOX_AS="" if on_gpu else f"--as={MAX_ADDRESS_SPACE}")
+               SANDBOX_AS="" if on_gpu else f"--as={MAX_ADDRESS_SPACE}",
+               COURSE_REFERENCE_FD=str(references),
+               COURSE_LAB=os.environ.get("COURSE_LAB", Path.cwd().name))  # nbgrader runs it in the lab's folder
     cmd = ["unshare", "--mount", "--net", "--pid", "--fork", "--kill-child=SIGKILL", "--mount-proc",
            "sh", "-c", STAGE2, "sandbox", *kernel]
     os.execvpe(cmd[0], cmd, env)

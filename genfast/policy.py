@@ -325,11 +325,13 @@ def stub(name: str, why: str) -> _Stub:
     return _Stub(name, why)
 
 
-def stub_cell(source: str, findings: list[Finding]) -> str:
-    """Code that replaces a violating cell: every name it defined becomes a stub."""
+def stub_cell(source: str, findings: list[Finding], keep: set[str] = frozenset()) -> str:
+    """Code that replaces a violating cell: every name it defined becomes a stub, except the
+    names in `keep` (what the lab itself imports: a cell that rebound `lab` does not get to
+    take the lab's checks down with it)."""
     why = str(findings[0]) + (f" and {len(findings) - 1} more" if len(findings) > 1 else "")
     lines = ["from genfast.policy import stub as _policy_stub"]
-    lines += [f"{name} = _policy_stub({name!r}, {why!r})" for name in top_level_names(source)]
+    lines += [f"{name} = _policy_stub({name!r}, {why!r})" for name in top_level_names(source) if name not in keep]
     lines.append("del _policy_stub")
     return "\n".join(lines)
 
