@@ -304,6 +304,11 @@ def test_nothing_outside_the_sandbox_changed(batch):
     assert (ROOT / "kernels" / "softmax.py").exists() and "pwned" not in (ROOT / "README.md").read_text()
 
 
+def test_no_sandboxed_kernel_outlives_the_batch(batch):
+    left = sandbox.leftover_processes()
+    assert not left, f"sandbox processes still alive after the batch: {left}"
+
+
 def test_grading_twice_gives_the_same_result_and_resume_skips_done_work(batch):
     first = batch["scores"][("reference", LAB)].correctness
     again = grading.autograde([("reference", LAB)], resume=False)
