@@ -40,7 +40,7 @@ LAB_REFERENCES: dict[str, list[str]] = {
     "lab02_attention": ["kernels.attention"],
     "lab03_linear_attention_mamba": ["kernels.linear_attention", "kernels.selective_scan"],
     "lab04_kv_cache": ["kernels.kv_cache", "kernels.kv_press"],
-    "lab05_dataset_cards": ["kernels.minhash"],
+    "lab05_dataset_cards": ["kernels.minhash", "kernels.curation.licenses", "kernels.curation.dedup"],
     "lab06_agents": ["kernels.similarity_topk"],
     "lab07_interpretability": [],
 }

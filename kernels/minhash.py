@@ -17,6 +17,10 @@ universal family for MinHash's purposes; the course uses the prime.) The kernel 
 the Mersenne trick y mod P = (y & P) + (y >> 31), applied twice, then one conditional subtraction:
 no division.
 
+The inputs (shingle hashes, the hash functions, padding, random test inputs) and the tile sizes
+are the learner's machinery, `genfast.curation.minhash`: the learner's launcher and this one use
+the same `block_config`, so both race with the same class of configuration.
+
 Layout. `shingles` is (n_docs, max_len) int64, each row padded past `lengths[d]` (any value);
 `a`, `b` are (n_hash,) int64; the signature is (n_docs, n_hash) int64. An empty document gets the
 sentinel P in every entry (no shingle was smaller): callers must treat it as "no signature".
@@ -25,54 +29,14 @@ time and keeps a running minimum for BLOCK_H hash functions, a (BLOCK_S x BLOCK_
 """
 from __future__ import annotations
 
-import zlib
-
 import numpy as np
 import torch
 import triton
 import triton.language as tl
 
 from genfast import runtime
-
-P = (1 << 31) - 1  # Mersenne prime 2^31 - 1
-
-
-# ----------------------------------------------------------------------------------------------
-# hashing the shingles, and the random hash functions
-# ----------------------------------------------------------------------------------------------
-def shingles(text: str, k: int = 5) -> list[str]:
-    """Word k-grams of `text`, lower-cased, whitespace-normalised (a shorter text: one shingle)."""
-    words = text.lower().split()
-    if not words:
-        return []
-    if len(words) <= k:
-        return [" ".join(words)]
-    return [" ".join(words[i:i + k]) for i in range(len(words) - k + 1)]
-
-
-def shingle_hashes(text: str, k: int = 5) -> np.ndarray:
-    """The set of a document's shingles as sorted unique int64 hashes in [0, P) (crc32, stable)."""
-    values = {zlib.crc32(s.encode("utf-8")) % P for s in shingles(text, k)}
-    return np.array(sorted(values), dtype=np.int64)
-
-
-def hash_coefficients(n_hash: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(a, b) of n_hash functions h(x) = (a x + b) mod P: a in [1, P), b in [0, P), int64."""
-    rng = np.random.default_rng(seed)
-    return (rng.integers(1, P, size=n_hash, dtype=np.int64), rng.integers(0, P, size=n_hash, dtype=np.int64))
-
-
-def pack(hash_sets: list[np.ndarray], device: str | None = None, pad_to: int | None = None):
-    """Pad a list of 1-D int64 arrays into (n_docs, max_len) int64 plus lengths (n_docs,) int64."""
-    n = len(hash_sets)
-    width = max([len(h) for h in hash_sets] + [1, pad_to or 1])
-    out = np.zeros((n, width), dtype=np.int64)
-    lengths = np.zeros(n, dtype=np.int64)
-    for i, h in enumerate(hash_sets):
-        out[i, :len(h)] = h
-        lengths[i] = len(h)
-    device = device or runtime.device()
-    return torch.from_numpy(out).to(device), torch.from_numpy(lengths).to(device)
+from genfast.curation.minhash import (P, block_config, hash_coefficients, pack, random_inputs,  # noqa: F401
+                                      shingle_hashes, shingles)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -135,13 +99,6 @@ def _minhash_kernel(X, LENGTHS, A, B, SIG, n_hash, stride_xd, stride_xs, stride_
     tl.store(SIG + doc * stride_sd + offs_h * stride_sh, acc, mask=h_ok)
 
 
-def block_config(n_hash: int) -> dict:
-    """Tile sizes: small tiles in the interpreter (NumPy per program), larger on a GPU."""
-    if runtime.on_gpu():
-        return dict(BLOCK_S=64, BLOCK_H=min(64, triton.next_power_of_2(n_hash)), num_warps=4)
-    return dict(BLOCK_S=64, BLOCK_H=min(64, triton.next_power_of_2(n_hash)))
-
-
 def minhash_signatures(shingles: torch.Tensor, lengths: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """(n_docs, n_hash) int64 signatures of padded int64 shingle hashes (see the module docstring)."""
     n_docs = shingles.shape[0]
@@ -149,10 +106,19 @@ def minhash_signatures(shingles: torch.Tensor, lengths: torch.Tensor, a: torch.T
     sig = torch.empty(n_docs, n_hash, dtype=torch.int64, device=shingles.device)
     if n_docs == 0 or n_hash == 0:
         return sig
-    cfg = block_config(n_hash)
+    cfg = block_config(n_hash, shingles.shape[1])
     grid = (n_docs, triton.cdiv(n_hash, cfg["BLOCK_H"]))
     _minhash_kernel[grid](shingles, lengths, a, b, sig, n_hash, *shingles.stride(), *sig.stride(), **cfg)
     return sig
+
+
+def reference_signatures(shingles: torch.Tensor, lengths: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The reference for the lab's `my_minhash(x, lengths, a, b)` where speed matters (the pipeline):
+    the Triton kernel on a GPU; NumPy on the CPU, where the interpreter would take seconds."""
+    if runtime.on_gpu():
+        return minhash_signatures(shingles, lengths, a, b)
+    sets = [shingles[i, :int(lengths[i])].cpu().numpy() for i in range(shingles.shape[0])]
+    return torch.from_numpy(numpy_minhash(sets, a.cpu().numpy(), b.cpu().numpy())).to(shingles.device)
 
 
 def signatures(texts: list[str], n_hash: int = 128, k: int = 5, seed: int = 0, use_kernel: bool | None = None):
@@ -166,17 +132,6 @@ def signatures(texts: list[str], n_hash: int = 128, k: int = 5, seed: int = 0, u
     dev = runtime.device()
     x, lengths = pack(sets, dev)
     return minhash_signatures(x, lengths, torch.from_numpy(a).to(dev), torch.from_numpy(b).to(dev)).cpu().numpy()
-
-
-def random_inputs(n_docs, max_len, n_hash, device=None, seed=0):
-    """Random shingle hashes (lengths between 1 and max_len, row 0 full) and coefficients."""
-    device = device or runtime.device()
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randint(0, P, (n_docs, max_len), generator=gen, dtype=torch.int64)
-    lengths = torch.randint(1, max_len + 1, (n_docs,), generator=gen, dtype=torch.int64)
-    lengths[0] = max_len
-    a, b = hash_coefficients(n_hash, seed)
-    return x.to(device), lengths.to(device), torch.from_numpy(a).to(device), torch.from_numpy(b).to(device)
 
 
 def hash_ops(n_docs, max_len, n_hash):
@@ -194,3 +149,18 @@ def bench_cases(BenchCase, randn):
 
     return [BenchCase("minhash", (4096, 1024, 128), torch.int64, inputs, minhash_signatures, torch_minhash,
                       lambda s, d: hash_ops(*s), unit="TFLOP/s", test_scale=0.01)]
+
+
+if __name__ == "__main__":
+    from genfast import bench, checks
+    x, lengths, a, b = random_inputs(5, 300, 130, seed=1)
+    want = torch.from_numpy(numpy_minhash([x[i, :lengths[i]].cpu().numpy() for i in range(5)],
+                                          a.cpu().numpy(), b.cpu().numpy()))
+    checks.check_equal(minhash_signatures(x, lengths, a, b).cpu(), want, what="kernel vs NumPy")
+    checks.check_equal(torch_minhash(x, lengths, a, b).cpu(), want, what="torch vs NumPy")
+    print("minhash: kernel, torch and NumPy agree")
+    if runtime.on_gpu():
+        big = random_inputs(4096, 1024, 128)
+        for name, fn in (("kernel", minhash_signatures), ("torch", torch_minhash)):
+            t = bench.time_gpu(lambda: fn(*big))
+            print(f"{name:<7} {t}  {hash_ops(4096, 1024, 128) / (t.median_ms * 1e-3) / 1e12:.2f} Tops/s")

@@ -1,5 +1,9 @@
 """Lab 05: MinHash kernel, Jaccard/LSH, licences, opt-outs, bad inputs, the card and save_to_disk."""
+import collections
+import json
 import math
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -7,7 +11,8 @@ import torch
 
 from genfast import checks
 from kernels import minhash
-from kernels.curation import card, clean, dedup, licenses, pipeline, sources
+from genfast.curation import sources
+from kernels.curation import card, clean, dedup, licenses, pipeline
 
 
 # ---------------------------------------------------------------- the MinHash kernel
@@ -101,7 +106,7 @@ def test_unparseable_ambiguous_and_conflicting_licences_are_flagged():
     clash = licenses.normalize("MIT", classifiers=["License :: OSI Approved :: Apache Software License"])
     assert clash.conflict and "conflict" in clash.problems[-1]
     policy = licenses.Policy()
-    assert [policy.decide(i) for i in (bad, vague, clash)] == ["flag"] * 3
+    assert [licenses.decide(i, policy.allowed) for i in (bad, vague, clash)] == ["flag"] * 3
 
 
 # ---------------------------------------------------------------- the pipeline and bad inputs
@@ -183,3 +188,119 @@ def test_completeness_checker_on_placeholders():
     text = "---\nlicense: mit\n---\n## Dataset Description\n[More Information Needed]\n## Dataset Structure\nrows\n"
     got = card.completeness(text)
     assert got["Dataset Structure"] and not got["Dataset Description"] and not got["Additional Information"]
+
+
+# ---------------------------------------------------------------- the learner install's seam
+LAB = "lab05_dataset_cards"
+
+
+def test_one_block_config_for_the_given_launcher_and_the_reference():
+    from genfast.curation import minhash as shipped
+    assert minhash.block_config is shipped.block_config
+    assert shipped.block_config(128, 300)["BLOCK_S"] == 64          # the checks' rows still take several steps
+    assert minhash.P == shipped.P
+
+
+def test_the_lab_checks_pass_the_references_and_catch_a_padding_bug():
+    from genfast.labs import lab05_dataset_cards as lab
+    lab.check_classify(licenses.classify)
+    lab.check_policy(licenses.decide, pipeline.apply_opt_outs)
+    lab.check_cleaning(lambda t: (clean.strip_gutenberg(t)[0].strip(), clean.strip_gutenberg(t)[1]), clean.scrub_emails)
+    kernel = lambda x, lengths, a, b: minhash.minhash_signatures(x, lengths, a, b)   # the lab's argument names
+    lab.check_minhash(kernel)
+    lab.check_minhash(kernel, shapes=[(5, 300, 33)], reference=minhash.numpy_minhash, overflow=True)
+    lab.check_estimate(dedup.estimate_jaccard)
+    lab.check_estimate(dedup.estimate_jaccard, reference=minhash.numpy_minhash)
+    lab.check_lsh(dedup.lsh_candidates)
+    lab.check_lsh_random(dedup.lsh_candidates, dedup.lsh_candidates, [(4, 3)])
+    lab.check_card(card.completeness, card.build_card(pipeline.run(_records())[2]).content)
+
+    def padded(x, lengths, a, b):   # the buggy sample's mistake: padding counts in the minimum
+        return minhash.torch_minhash(x, torch.full_like(lengths, x.shape[1]), a, b)
+    with pytest.raises(checks.CheckFailed, match="minhash_kernel, case 'docs=3"):
+        lab.check_minhash(padded)
+
+
+def test_shipped_scurve_points_are_what_the_measurement_gives():
+    from genfast import fixtures
+    from genfast.labs import lab05_dataset_cards as lab
+    shipped = fixtures.load(LAB, "scurve rates")
+    a, b = minhash.hash_coefficients(128, seed=7)
+    j = lab.SCURVE_LEVELS[4]
+    sig = minhash.minhash_signatures(*(torch.from_numpy(v) for v in (lab.scurve_pairs(j), np.full(200, 200), a, b)))
+    rates = lab.candidate_rates(sig.numpy())
+    assert [rates[cfg] for cfg in lab.SCURVE_CONFIGS] == [shipped[0, 4].item(), shipped[1, 4].item()]
+
+
+def test_the_gpu_scurve_measurement_gives_the_shipped_points(monkeypatch):
+    """The GPU path of measured_candidate_rates (the learner's kernel), run here with NumPy in its place."""
+    from genfast import fixtures
+    from genfast.labs import lab05_dataset_cards as lab
+    monkeypatch.setattr(lab.runtime, "on_gpu", lambda: True)
+    monkeypatch.setattr(lab.runtime, "device", lambda: "cpu")
+    full_rows = lambda x, lengths, a, b: torch.from_numpy(minhash.numpy_minhash(list(x.numpy()), a.numpy(), b.numpy()))
+    measured = lab.measured_candidate_rates(full_rows)
+    shipped = fixtures.load(LAB, "scurve rates")
+    assert [measured[cfg] for cfg in lab.SCURVE_CONFIGS] == shipped.tolist()
+
+
+def test_the_pipeline_frame_runs_the_steps_it_is_given():
+    from genfast.curation import pipeline as frame
+    calls = collections.Counter()
+
+    def counted(name, fn):
+        def wrapper(*args):
+            calls[name] += 1
+            return fn(*args)
+        return wrapper
+
+    words = " ".join(f"w{i}" for i in range(300))
+    records = _records() + [sources.record("n", "src", words, license_fields={"expression": "MIT"}),
+                            sources.record("n-near", "src", words + " and a tail", license_fields={"expression": "MIT"})]
+    steps = frame.Steps(**{k: counted(k, v) for k, v in vars(pipeline.REFERENCE).items()})
+    rows, report, _ = frame.run(records, licenses.Policy(), None, steps)
+    assert set(calls) == set(vars(pipeline.REFERENCE)) and not report.count("step-failed")
+    assert [w for k, w, _ in report.entries if k == "near-duplicate"] == ["n-near"]
+    assert rows == pipeline.run(records)[0]
+
+
+def test_a_failing_or_hanging_step_is_reported_and_skipped(monkeypatch):
+    from genfast.curation import pipeline as frame
+    monkeypatch.setattr(frame, "STEP_TIME_LIMIT_S", 0.5)
+
+    def not_written(*args):
+        raise NotImplementedError()
+
+    def hangs(*args):
+        while True:
+            pass
+
+    steps = frame.Steps(**dict(vars(pipeline.REFERENCE), apply_opt_outs=not_written, lsh_candidate_pairs=hangs))
+    rows, report, summary = frame.run(_records(), licenses.Policy(), {"authors": ["ada"]}, steps)
+    failed = {w: m for k, w, m in report.entries if k == "step-failed"}
+    assert "not implemented yet" in failed["apply_opt_outs"] and "NO opt-outs" in failed["apply_opt_outs"]
+    assert "stopped" in failed["lsh_candidate_pairs"]
+    assert summary["failed_steps"] == ["apply_opt_outs", "lsh_candidate_pairs"]
+    assert {r["id"] for r in rows} == {"a", "c"}                   # a-copy still goes, as an exact duplicate
+    assert "did not run" in card.build_card(summary).content
+    everything_fails = frame.Steps(**{k: not_written for k in vars(pipeline.REFERENCE)})
+    rows, report, summary = frame.run(_records(), licenses.Policy(), None, everything_fails)
+    assert rows == [] and report.count("step-failed") == 3           # opt-outs, classify, decide: nothing published
+    out = pipeline.publish(rows, card.build_card(summary), Path(tempfile.mkdtemp()))
+    assert out["dataset"].num_rows == 0
+
+
+def test_reference_solution_follows_the_code_policy():
+    from autograder import samples
+    from genfast import policy
+    released = json.loads(samples.notebook_path(samples.release_dir(), LAB).read_text())
+    nb = json.loads(json.dumps(samples.make_sample(LAB, "reference")))
+    assert policy.check_notebook(nb, LAB, released) == []
+
+
+def test_released_notebook_names_neither_kernels_nor_the_grader():
+    from autograder import samples
+    released = json.loads(samples.notebook_path(samples.release_dir(), LAB).read_text())
+    for cell in released["cells"]:
+        source = "".join(cell["source"])
+        assert "kernels" not in source and "GRADER" not in source and "autograder" not in source, source

@@ -1,11 +1,12 @@
-"""A copyright-aware text dataset, from sources to a published card (lab 05).
+"""The instructor's references for lab 05's graded curation steps.
 
-One module per job, in the order the pipeline applies them:
+- licenses.py: the category of an SPDX expression (classify), the policy decision (decide)
+- clean.py:    Gutenberg boilerplate out with attribution kept (strip_gutenberg); e-mails scrubbed
+- dedup.py:    the Jaccard estimate of two MinHash signatures; LSH banding (lsh_candidates)
+- card.py:     the card completeness checker
+- pipeline.py: the opt-out step, and the pipeline run with every reference step
 
-- sources.py:  records from real offline sources, each with its declared licence and how it was found
-- licenses.py: licence strings -> SPDX expressions (license-expression), categories, the user's policy
-- clean.py:    licence boilerplate (Project Gutenberg headers) out, attribution kept; personal data scrubbed
-- dedup.py:    exact dedup by hash, near-duplicates by MinHash (kernels/minhash.py) + LSH banding
-- card.py:     the dataset card (YAML metadata + sections), its completeness checker, the round trip
-- pipeline.py: opt-outs first, then licences, policy, cleaning, dedup; a report of everything removed
+The machinery around them (sources, the SPDX parsing of declarations, policies, the pipeline's
+frame, the card's template) is the learner's: `genfast.curation`. The MinHash kernel is
+kernels/minhash.py.
 """
