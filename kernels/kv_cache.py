@@ -32,17 +32,23 @@ output o_s and its log-sum-exp lse_s. A second small kernel (or torch) combines 
 which is exact: each o_s is softmax-weighted within its split, exp(lse_s - LSE) is the split's
 share of the total mass. Splitting gives B x H x splits programs instead of B x H, enough to fill
 the GPU when the batch is small and the context long.
+
+Instructor side: the quantizer and the int4 packing (lab04's graded `quantize`, `pack_int4`,
+`unpack_int4`) and what is built on them (`quantize_kv`, `dequantize_kv`, the quantized reference),
+the decode kernels and the combine (the graded `decode_split_kernel`, `combine_splits`). The cache
+record `QuantizedKV`, the launch configuration `split_config` (the lab's launcher and these kernels
+use the same one), the byte counts and the plain torch spec are genfast's (`genfast.kvcache`).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-
 import torch
 import triton
 import triton.language as tl
 
-from genfast import runtime
+# the machinery shared with the learner's launcher (one copy: genfast.kvcache)
+from genfast.kvcache import (QuantizedKV, bytes_moved, kv_bytes, sdpa_decode, split_config,  # noqa: F401
+                             torch_decode_attention)
 
 LOG2E = 1.4426950408889634
 LN2 = 0.6931471805599453
@@ -98,24 +104,6 @@ def quantize_int4_per_token(v):
     return pack_int4(codes), scale.squeeze(-1)
 
 
-@dataclass
-class QuantizedKV:
-    """A quantized cache: k, v codes (B, H_kv, N, d) int8 or (B, H_kv, N, d/2) uint8 (int4),
-    k_scale (B, H_kv, d) per channel, v_scale (B, H_kv, N) per token, fp32."""
-    k: torch.Tensor
-    v: torch.Tensor
-    k_scale: torch.Tensor
-    v_scale: torch.Tensor
-    bits: int
-
-    @property
-    def head_dim(self) -> int:
-        return self.k.shape[-1] * (2 if self.bits == 4 else 1)
-
-    def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (self.k, self.v, self.k_scale, self.v_scale))
-
-
 def quantize_kv(k, v, bits: int) -> QuantizedKV:
     """Keys per channel, values per token, to int8 or packed int4."""
     if bits == 8:
@@ -138,42 +126,10 @@ def dequantize_kv(cache: QuantizedKV, dtype=torch.float32):
 # ----------------------------------------------------------------------------------------------
 # references
 # ----------------------------------------------------------------------------------------------
-def torch_decode_attention(q, k, v, scale=None):
-    """softmax(q k^T * scale) v for one query per (batch, head): q (B, H, d), k, v (B, H_kv, N, d).
-
-    H must be a multiple of H_kv (grouped-query attention: query head h reads kv head h // (H/H_kv)).
-    Computed in fp32; returns fp32 (B, H, d)."""
-    B, H, d = q.shape
-    group = H // k.shape[1]
-    scale = 1.0 / math.sqrt(d) if scale is None else scale
-    k = k.float().repeat_interleave(group, dim=1)
-    v = v.float().repeat_interleave(group, dim=1)
-    s = torch.einsum("bhd,bhnd->bhn", q.float(), k) * scale
-    return torch.einsum("bhn,bhnd->bhd", torch.softmax(s, dim=-1), v)
-
-
 def torch_decode_attention_quantized(q, cache: QuantizedKV, scale=None):
     """Dequantize, then attend: the reference for the quantized kernels."""
     k, v = dequantize_kv(cache)
     return torch_decode_attention(q, k, v, scale)
-
-
-def sdpa_decode(q, k, v):
-    """torch's own decode attention (the speed bar): SDPA with a single query, in q's dtype."""
-    return torch.nn.functional.scaled_dot_product_attention(q[:, :, None], k, v)[:, :, 0]
-
-
-def kv_bytes(B, H_kv, N, d, bits):
-    """Bytes of a K and V cache (codes plus fp32 scales for the quantized formats)."""
-    codes = 2 * B * H_kv * N * d * bits // 8
-    scales = 0 if bits == 16 else B * H_kv * (d + N) * 4
-    return codes + scales
-
-
-def bytes_moved(B, H, N, d, bits, H_kv=None):
-    """Ideal traffic of one decode step: the K/V cache read once, q read and o written (fp16)."""
-    H_kv = H if H_kv is None else H_kv
-    return kv_bytes(B, H_kv, N, d, bits) + 2 * B * H * d * 2
 
 
 # ----------------------------------------------------------------------------------------------
@@ -277,22 +233,6 @@ def combine_splits_torch(o_part, lse_part):
     """The combine in PyTorch: o_part (..., S, d), lse_part (..., S) -> (..., d)."""
     w = torch.softmax(lse_part, dim=-1)
     return (w[..., None] * o_part).sum(-2)
-
-
-def _sm_count() -> int:
-    return torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count
-
-
-def split_config(BH: int, N: int) -> dict:
-    """BLOCK_N and SPLIT_LEN: on a GPU enough splits for ~16 programs per SM (tiles of 64 tokens);
-    in the interpreter tiny tiles and splits, so that the checks exercise several of each."""
-    if runtime.on_gpu():
-        block_n = 64
-        target = 16 * _sm_count()
-        n_splits = max(1, min(triton.cdiv(N, 4 * block_n), triton.cdiv(target, BH)))
-        split_len = triton.cdiv(triton.cdiv(N, n_splits), block_n) * block_n
-        return dict(BLOCK_N=block_n, SPLIT_LEN=split_len, num_warps=4, num_stages=2)
-    return dict(BLOCK_N=16, SPLIT_LEN=32)
 
 
 def _decode(q, k, v, k_scale, v_scale, bits, scale=None, block_n=None, split_len=None, out_dtype=None):

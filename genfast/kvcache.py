@@ -1,0 +1,438 @@
+"""Lab 04's machinery: a press-able KV cache for the course model, the press interface, the quality
+experiments (perplexity, needle retrieval) and the quantized-cache record the decode kernel reads.
+
+Nothing here is one of the lab's answers. The lab's graded functions (the cache size, the cached
+attention layer, the four eviction scores, the quantizer and the int4 packing, the decode kernel
+and its combine) are the learner's, and everything here that needs one takes it as an argument:
+
+* `ScorePress(budget, score)` keeps the `budget` entries a score function ranks highest;
+  `eviction_presses(...)` builds the four eviction presses from the four score functions;
+* `KIVIQuant(bits, group, quantize)` quantizes with the `quantize(x, bits, dim)` it is given;
+* `press_forward(cached_attention)` is the course model's forward with a press-able cache, built on
+  a `cached_attention(att, x, past)` layer; `evaluate(model, tokens, press, prefill, forward)` runs
+  teacher-forced decoding with such a forward.
+
+The cache. For every layer the keys and values of the tokens kept so far, (B, H, n, d), with the
+original position of every entry (B, H, n) and two attention statistics that eviction methods score
+entries by: `acc` (B, H, n), the attention each entry has received, summed over every query so far
+(H2O), and `recent` (B, H, w, n), the attention rows of the last w queries (SnapKV's observation
+window). Entries may differ per head (H2O keeps different tokens in different heads).
+
+A press takes one layer's cache (with its statistics) and returns a smaller or cheaper one:
+`press(layer) -> layer`. Eviction presses (`budget` set) run after every step, so the cache never
+holds more than `budget` entries between steps; the others (quantization, head pooling, `budget`
+None) transform every entry and keep them all.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+import triton
+
+from . import runtime
+
+BIG = 1.0e9  # score bonus for entries a press must keep (sinks, the recent window)
+
+
+# ----------------------------------------------------------------------------------------------
+# the cache
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class LayerCache:
+    k: torch.Tensor        # (B, H, n, d)
+    v: torch.Tensor        # (B, H, n, d)
+    pos: torch.Tensor      # (B, H, n) long: original position of each entry
+    acc: torch.Tensor      # (B, H, n): accumulated attention received (H2O)
+    recent: torch.Tensor   # (B, H, w, n): attention rows of the last w queries (SnapKV)
+
+    @property
+    def length(self) -> int:
+        return self.k.shape[2]
+
+    def gather(self, idx: torch.Tensor) -> "LayerCache":
+        """Keep entries idx (B, H, m) of every (batch, head), in that order."""
+        d = self.k.shape[-1]
+        take = lambda t: torch.gather(t, 2, idx[..., None].expand(*idx.shape, d))
+        return LayerCache(take(self.k), take(self.v), torch.gather(self.pos, 2, idx),
+                          torch.gather(self.acc, 2, idx),
+                          torch.gather(self.recent, 3, idx[:, :, None, :].expand(-1, -1, self.recent.shape[2], -1)))
+
+
+class Cache:
+    """One LayerCache per layer, and how many tokens have gone through (the next position)."""
+
+    def __init__(self, n_layer: int, window: int = 8):
+        self.layers: list[LayerCache | None] = [None] * n_layer
+        self.seen = 0
+        self.window = window
+
+    def nbytes(self, bytes_per_value: int = 2) -> int:
+        return sum(2 * l.k.numel() * bytes_per_value for l in self.layers if l is not None)
+
+    def lengths(self) -> list[int]:
+        return [0 if l is None else l.length for l in self.layers]
+
+
+def append(layer: LayerCache | None, k, v, pos, window: int) -> LayerCache:
+    """Add the new tokens' k, v (B, H, T, d) at positions pos (T,) to the layer's cache, with
+    zero statistics."""
+    B, H, T, _ = k.shape
+    pos = pos.to(k.device)[None, None, :].expand(B, H, T)
+    if layer is None:
+        return LayerCache(k, v, pos, k.new_zeros(B, H, T), k.new_zeros(B, H, window, T))
+    return LayerCache(torch.cat([layer.k, k], 2), torch.cat([layer.v, v], 2), torch.cat([layer.pos, pos], 2),
+                      torch.cat([layer.acc, k.new_zeros(B, H, T)], 2),
+                      torch.cat([layer.recent, k.new_zeros(B, H, layer.recent.shape[2], T)], 3))
+
+
+def attention_weights(q, layer: LayerCache, qpos):
+    """The statistics presses score by: softmax weights (B, H, T, n) of queries q (B, H, T, d) at
+    positions qpos (T,) over the cache entries each may see (position <= its own)."""
+    s = (q @ layer.k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
+    visible = layer.pos[:, :, None, :] <= qpos.to(q.device)[None, None, :, None]
+    return torch.softmax(s.masked_fill(~visible, float("-inf")), dim=-1)
+
+
+def update_stats(layer: LayerCache, p) -> LayerCache:
+    """Add attention rows p (B, H, T, n) to the accumulated attention and the recent window."""
+    w = layer.recent.shape[2]
+    recent = torch.cat([layer.recent, p], 2)[:, :, -w:]
+    return replace(layer, acc=layer.acc + p.sum(2), recent=recent)
+
+
+# ----------------------------------------------------------------------------------------------
+# presses
+# ----------------------------------------------------------------------------------------------
+class Press:
+    """press(layer) -> layer. `memory` is the fraction of a full fp16 cache it keeps for a
+    context of `context` tokens (for the quality-vs-memory plot)."""
+    name = "full cache"
+    budget = None
+
+    def __call__(self, layer: LayerCache) -> LayerCache:
+        return layer
+
+    def memory(self, context: int) -> float:
+        return 1.0
+
+
+class ScorePress(Press):
+    """Eviction: score every entry (`score(layer) -> (B, H, n)`, larger = keep), keep the
+    `budget` highest, in position order."""
+
+    def __init__(self, budget: int, score=None, name: str = "eviction"):
+        self.budget, self._score, self.name = budget, score, name
+
+    def score(self, layer: LayerCache) -> torch.Tensor:
+        return self._score(layer)
+
+    def __call__(self, layer: LayerCache) -> LayerCache:
+        if layer.length <= self.budget:
+            return layer
+        keep = self.score(layer).topk(self.budget, dim=-1).indices
+        order = torch.gather(layer.pos, 2, keep).argsort(dim=-1)
+        return layer.gather(torch.gather(keep, 2, order))
+
+    def memory(self, context: int) -> float:
+        return min(1.0, self.budget / context)
+
+
+def eviction_presses(sliding_window_score, streaming_llm_score, h2o_score, snapkv_score, sinks=4):
+    """{method name: budget -> press}, each press built on one of the score functions:
+    sinks + window keeps `sinks` first positions, H2O a recent window of budget // 2,
+    SnapKV an observation window of budget // 4 and a max-pool kernel of 5."""
+    def window(b):
+        return ScorePress(b, lambda layer: sliding_window_score(layer.pos), "sliding window")
+
+    def streaming(b):
+        return ScorePress(b, lambda layer: streaming_llm_score(layer.pos, sinks), "sinks + window")
+
+    def h2o(b):
+        return ScorePress(b, lambda layer: h2o_score(layer.pos, layer.acc, b // 2), "H2O")
+
+    def snapkv(b):
+        return ScorePress(b, lambda layer: snapkv_score(layer.pos, layer.recent, max(1, b // 4), 5), "SnapKV")
+    return {"sliding window": window, "sinks + window": streaming, "H2O": h2o, "SnapKV": snapkv}
+
+
+class KIVIQuant(Press):
+    """Keys per channel over complete groups of `group` tokens, values per token, with
+    `quantize(x, bits, dim) -> (codes, scale)` (simulated: the attention sees codes x scale, what
+    an int cache holds); the last incomplete key group stays in full precision (KIVI's residual)."""
+
+    def __init__(self, bits, group=16, quantize=None):
+        if quantize is None:
+            raise TypeError("KIVIQuant needs quantize=, a function (x, bits, dim) -> (codes, scale)")
+        self.bits, self.group, self.quantize, self.name = bits, group, quantize, f"KIVI int{bits}"
+
+    def _fake(self, x, dim):
+        codes, scale = self.quantize(x, self.bits, dim)
+        return (codes.float() * scale).to(x.dtype)
+
+    def __call__(self, layer):
+        B, H, n, d = layer.k.shape
+        full = (n // self.group) * self.group
+        k = layer.k.clone()
+        if full:
+            grouped = k[:, :, :full].reshape(B, H, full // self.group, self.group, d)
+            k[:, :, :full] = self._fake(grouped, dim=3).reshape(B, H, full, d)
+        return replace(layer, k=k, v=self._fake(layer.v, dim=-1))
+
+    def memory(self, context):
+        # codes + one fp16 scale per key channel and group, and per value token
+        return self.bits / 16 + (1 / self.group + 1 / 128) / 2
+
+
+class GQAPool(Press):
+    """Grouped-query attention made from a multi-head model by mean-pooling K and V over groups
+    of consecutive heads, without any retraining (the GQA paper uptrains after pooling)."""
+
+    def __init__(self, kv_heads):
+        self.kv_heads, self.name = kv_heads, "GQA pool"
+
+    def __call__(self, layer):
+        B, H, n, d = layer.k.shape
+        g = H // self.kv_heads
+        pool = lambda t: t.reshape(B, self.kv_heads, g, n, d).mean(2, keepdim=True).expand(-1, -1, g, -1, -1).reshape(B, H, n, d)
+        return replace(layer, k=pool(layer.k), v=pool(layer.v))
+
+    def memory(self, context, n_head=4):
+        return self.kv_heads / n_head
+
+
+# ----------------------------------------------------------------------------------------------
+# the course model with a press-able cache, and the experiments
+# ----------------------------------------------------------------------------------------------
+class _Stored:
+    """Stands in for a CausalSelfAttention whose new keys and values are the ones the cache stores
+    (compressed by a quantization or pooling press): `qkv(x)` returns the layer's queries with the
+    stored keys and values; everything else (`proj`, `n_head`) is the real layer's."""
+
+    def __init__(self, att, qkv):
+        self._att, self._qkv = att, qkv
+
+    def qkv(self, x):
+        return self._qkv
+
+    def __getattr__(self, name):
+        return getattr(self._att, name)
+
+
+def press_forward(cached_attention):
+    """forward(model, idx, cache, press) -> logits (B, T, V) of the course GPT with a press-able
+    `Cache`, built on `cached_attention(att, x, past) -> (y, (k, v))` (lab 04's layer: y after
+    att.proj, k and v with the new tokens appended). Per layer: your layer attends over the cached
+    entries and returns the new tokens' k, v, which join the cache; a quantization or pooling press
+    compresses them at once and your layer runs again on what the cache stores (the stored keys and
+    values reach it through a stand-in for `att`); the queries' attention over the cache updates the
+    statistics, and an eviction press brings the cache back to its budget."""
+    @torch.no_grad()
+    def forward(model, idx, cache: Cache, press: Press | None = None):
+        B, T = idx.shape
+        if cache.seen + T > model.config.block_size:
+            raise ValueError(f"{cache.seen + T} positions: the model knows only {model.config.block_size}")
+        qpos = torch.arange(cache.seen, cache.seen + T, device=idx.device)
+        x = model.tok_emb(idx) + model.pos_emb(qpos)
+        for i, block in enumerate(model.blocks):
+            att, h, old = block.attn, block.ln1(x), cache.layers[i]
+            past = None if old is None else (old.k, old.v)
+            y, (k, v) = cached_attention(att, h, past)
+            layer = append(old, k[:, :, -T:], v[:, :, -T:], qpos, cache.window)
+            queries = att.qkv(h)[..., : x.shape[-1]]
+            if press is not None and press.budget is None:
+                layer = press(layer)        # quantization / pooling: the new tokens are stored compressed
+                stored = [t[:, :, -T:].transpose(1, 2).flatten(2) for t in (layer.k, layer.v)]
+                past = None if old is None else (layer.k[:, :, :-T], layer.v[:, :, :-T])
+                y, _ = cached_attention(_Stored(att, torch.cat([queries, *stored], dim=-1)), h, past)
+            q = queries.unflatten(-1, (att.n_head, -1)).transpose(1, 2)
+            layer = update_stats(layer, attention_weights(q, layer, qpos))
+            if press is not None and press.budget is not None:
+                layer = press(layer)        # eviction: back to the budget for the next step
+            cache.layers[i] = layer
+            x = x + y
+            x = x + block.mlp(block.ln2(x))
+        cache.seen += T
+        return model.head(model.ln_f(x))
+    return forward
+
+
+@torch.no_grad()
+def evaluate(model, tokens, press: Press | None = None, prefill: int = 1, *, forward):
+    """Teacher-forced decoding of tokens (B, T) with `forward(model, idx, cache, press)` (for
+    example `press_forward(cached_attention)`): the first `prefill` tokens in one forward (then the
+    press compresses that prompt once, with the statistics of all its queries), the rest one token
+    a step with the press after each. Returns (log-likelihood, hit = argmax right), both
+    (B, T - prefill), for targets tokens[:, prefill:]."""
+    cache = Cache(len(model.blocks))
+    logits = forward(model, tokens[:, :prefill], cache, press)[:, -1]
+    logps, hits = [], []
+    for t in range(prefill, tokens.shape[1]):
+        logps.append(torch.log_softmax(logits, -1).gather(-1, tokens[:, t:t + 1])[:, 0])
+        hits.append(logits.argmax(-1) == tokens[:, t])
+        if t + 1 < tokens.shape[1]:
+            logits = forward(model, tokens[:, t:t + 1], cache, press)[:, -1]
+    return torch.stack(logps, 1), torch.stack(hits, 1)
+
+
+@torch.no_grad()
+def generate_uncached(model, prompt, n_new):
+    """Greedy decoding that re-runs the whole context every step: O(t) work per token."""
+    idx = prompt
+    for _ in range(n_new):
+        idx = torch.cat([idx, model(idx)[:, -1].argmax(-1, keepdim=True)], dim=1)
+    return idx
+
+
+@torch.no_grad()
+def needle_retrieval(press: Press | None, trials=64, length=128, heads=4, d=32, needle_at=None,
+                     question=8, beta=8.0, mode="prompt", seed=0):
+    """Passkey retrieval on a constructed retrieval head (the course model cannot copy, see the lab).
+
+    Per trial and head: `length` random unit keys and random values; a needle entry at `needle_at`
+    (random if None, in the first half); filler queries are random unit vectors x beta; the last
+    `question` queries are the needle's key x beta (the question "asks" for the needle).
+    mode "prompt": the whole prompt is attended in one pass (statistics from every query, the
+    question included), then pressed once (SnapKV's setting: compress a long prompt).
+    mode "stream": the press runs after every token, so eviction happens before the question comes.
+    Then one answer query (needle key x beta) reads the cache; a hit when the read-out is closer to
+    the needle's value than to any other value. Returns the hit rate over trials x heads."""
+    gen = torch.Generator().manual_seed(seed)
+    keys = F.normalize(torch.randn(trials, heads, length, d, generator=gen), dim=-1)
+    values = torch.randn(trials, heads, length, d, generator=gen)
+    queries = F.normalize(torch.randn(trials, heads, length, d, generator=gen), dim=-1)
+    if needle_at is None:
+        needle = torch.randint(length // 8, length // 2, (trials,), generator=gen)
+    else:
+        needle = torch.full((trials,), needle_at)
+    needle_key = keys[torch.arange(trials), :, needle]                   # (trials, heads, d)
+    queries[:, :, length - question:] = needle_key[:, :, None, :]
+    queries = queries * beta * math.sqrt(d)                              # the weights divide by sqrt(d)
+    positions = torch.arange(length)
+    if mode == "prompt":
+        layer = append(None, keys, values, positions, question)
+        layer = update_stats(layer, attention_weights(queries, layer, positions))
+        layer = press(layer) if press is not None else layer
+    else:
+        layer = None
+        for t in range(length):
+            layer = append(layer, keys[:, :, t:t + 1], values[:, :, t:t + 1], positions[t:t + 1], question)
+            if press is not None and press.budget is None:
+                layer = press(layer)
+            layer = update_stats(layer, attention_weights(queries[:, :, t:t + 1], layer, positions[t:t + 1]))
+            if press is not None and press.budget is not None:
+                layer = press(layer)
+    p = attention_weights(needle_key[:, :, None, :] * beta * math.sqrt(d), layer, torch.tensor([length]))
+    answer = p @ layer.v
+    guess = (answer @ values.transpose(-1, -2))[:, :, 0].argmax(-1)      # (trials, heads)
+    return (guess == needle[:, None]).float().mean().item()
+
+
+def heldout_windows(tok, n, length, seed=0):
+    """n windows of `length` characters of the validation plays (never seen in training)."""
+    from genfast.tinylm import data
+    _, val = data.corpus()
+    ids = tok.encode(val)
+    gen = torch.Generator().manual_seed(seed)
+    starts = torch.randint(0, len(ids) - length, (n,), generator=gen)
+    return torch.stack([ids[s:s + length] for s in starts.tolist()])
+
+
+def copy_task(tok, n, needle_len=24, length=128, needle_at=4, seed=1):
+    """The course model's needle task: a needle of `needle_len` characters of held-out text near
+    the start, filler text, then the needle again at the end. Score: next-character accuracy
+    over the repeated needle (an induction-style copy). Returns (tokens (n, length), span slice
+    of the targets to score in evaluate's (B, T-1) output)."""
+    hay = heldout_windows(tok, n, length, seed=seed)
+    needles = heldout_windows(tok, n, needle_len, seed=seed + 100)
+    hay[:, needle_at:needle_at + needle_len] = needles
+    hay[:, length - needle_len:] = needles
+    start = length - needle_len        # targets t+1 in [start + 1, length) are predicted from the copy
+    return hay, slice(start, length - 1)
+
+
+# ----------------------------------------------------------------------------------------------
+# the quantized cache the decode kernel reads, its launch configuration, byte counts, the spec
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class QuantizedKV:
+    """A quantized cache: k, v codes (B, H_kv, N, d) int8 or (B, H_kv, N, d/2) uint8 (int4, two
+    codes a byte: channel j in the low nibble, j + d/2 in the high one, each + 8),
+    k_scale (B, H_kv, d) per channel, v_scale (B, H_kv, N) per token, fp32."""
+    k: torch.Tensor
+    v: torch.Tensor
+    k_scale: torch.Tensor
+    v_scale: torch.Tensor
+    bits: int
+
+    @property
+    def head_dim(self) -> int:
+        return self.k.shape[-1] * (2 if self.bits == 4 else 1)
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.k, self.v, self.k_scale, self.v_scale))
+
+
+def _sm_count() -> int:
+    return torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count
+
+
+def split_config(BH: int, N: int) -> dict:
+    """BLOCK_N and SPLIT_LEN of the split-K decode kernel (the lab's launcher and the reference
+    use this one): on a GPU enough splits for ~16 programs per SM (tiles of 64 tokens); in the
+    interpreter tiny tiles and splits, so that the checks exercise several of each."""
+    if runtime.on_gpu():
+        block_n = 64
+        target = 16 * _sm_count()
+        n_splits = max(1, min(triton.cdiv(N, 4 * block_n), triton.cdiv(target, BH)))
+        split_len = triton.cdiv(triton.cdiv(N, n_splits), block_n) * block_n
+        return dict(BLOCK_N=block_n, SPLIT_LEN=split_len, num_warps=4, num_stages=2)
+    return dict(BLOCK_N=16, SPLIT_LEN=32)
+
+
+def kv_bytes(B, H_kv, N, d, bits):
+    """Bytes of a K and V cache (codes plus fp32 scales for the quantized formats)."""
+    codes = 2 * B * H_kv * N * d * bits // 8
+    scales = 0 if bits == 16 else B * H_kv * (d + N) * 4
+    return codes + scales
+
+
+def bytes_moved(B, H, N, d, bits, H_kv=None):
+    """Ideal traffic of one decode step: the K/V cache read once, q read and o written (fp16)."""
+    H_kv = H if H_kv is None else H_kv
+    return kv_bytes(B, H_kv, N, d, bits) + 2 * B * H * d * 2
+
+
+def torch_decode_attention(q, k, v, scale=None):
+    """The spec: softmax(q k^T * scale) v for one query per (batch, head): q (B, H, d),
+    k, v (B, H_kv, N, d); query head h reads kv head h // (H / H_kv). fp32 result (B, H, d)."""
+    B, H, d = q.shape
+    group = H // k.shape[1]
+    scale = 1.0 / math.sqrt(d) if scale is None else scale
+    k = k.float().repeat_interleave(group, dim=1)
+    v = v.float().repeat_interleave(group, dim=1)
+    s = torch.einsum("bhd,bhnd->bhn", q.float(), k) * scale
+    return torch.einsum("bhn,bhnd->bhd", torch.softmax(s, dim=-1), v)
+
+
+def sdpa_decode(q, k, v):
+    """torch's own decode attention (the speed bar): SDPA with a single query, in q's dtype."""
+    return F.scaled_dot_product_attention(q[:, :, None], k, v)[:, :, 0]
+
+
+def random_quantized_kv(B, H_kv, N, d, bits, device=None, seed=0) -> QuantizedKV:
+    """A QuantizedKV of random codes and scales (for timing: every byte is a valid code)."""
+    device = device or runtime.device()
+    gen = torch.Generator(device=device).manual_seed(seed)
+    if bits == 8:
+        k, v = (torch.randint(-127, 128, (B, H_kv, N, d), generator=gen, device=device, dtype=torch.int8)
+                for _ in range(2))
+    else:
+        k, v = (torch.randint(0, 256, (B, H_kv, N, d // 2), generator=gen, device=device, dtype=torch.uint8)
+                for _ in range(2))
+    qmax = 2 ** (bits - 1) - 1
+    k_scale = torch.rand(B, H_kv, d, generator=gen, device=device) * 4 / qmax
+    v_scale = torch.rand(B, H_kv, N, generator=gen, device=device) * 4 / qmax
+    return QuantizedKV(k, v, k_scale, v_scale, bits)
