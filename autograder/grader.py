@@ -41,7 +41,8 @@ LAB_REFERENCES: dict[str, list[str]] = {
     "lab03_linear_attention_mamba": ["kernels.linear_attention", "kernels.selective_scan"],
     "lab04_kv_cache": ["kernels.kv_cache", "kernels.kv_press"],
     "lab05_dataset_cards": ["kernels.minhash", "kernels.curation.licenses", "kernels.curation.dedup"],
-    "lab06_agents": ["kernels.similarity_topk"],
+    "lab06_agents": ["kernels.similarity_topk", "kernels.agents.tools", "kernels.agents.retrieval",
+                     "kernels.agents.evaluate"],
     "lab07_interpretability": [],
 }
 PRIVATE_MODULES = ("genfast.checks", "genfast.bench")  # shared by every lab, copied for each

@@ -18,7 +18,8 @@ Each split writes its K best (score, index) per query, -inf / -1 where it had fe
 documents. A small torch merge (`merge_candidates`) sorts the n_splits * K candidates of each query
 with a stable descending sort; splits are in document order and each split's list is sorted by
 (score desc, index asc), so ties still go to the lower index. The result equals
-`torch_similarity_topk`.
+`torch_similarity_topk`. The tiles, the splits and the merge are `genfast.agents.topk_launch`'s,
+shared with the notebook's launcher.
 
 Traffic: the document matrix (n_docs * dim elements) dominates; bench_cases reports GB/s over it.
 """
@@ -28,7 +29,7 @@ import torch
 import triton
 import triton.language as tl
 
-from genfast import runtime
+from genfast.agents.topk_launch import block_config, bytes_moved, merge_candidates, split_documents  # noqa: F401
 from kernels.agents.retrieval import topk_scores
 
 BIG_INDEX = 2147483647
@@ -86,33 +87,6 @@ def _topk_kernel(Q, D, OUT_S, OUT_I, n_queries, n_docs, dim, docs_per_split,
     tl.store(OUT_I + out, best_i, mask=keep)
 
 
-def block_config(n_queries: int, n_docs: int, dim: int) -> dict:
-    """Tiles. A GPU gets about four programs per SM so that every SM streams documents; the
-    interpreter gets few, large splits (each program is slow Python there)."""
-    block_d = max(16, min(64, triton.next_power_of_2(dim)))
-    block_m = max(16, min(64, triton.next_power_of_2(n_queries)))
-    if runtime.on_gpu():
-        sms = torch.cuda.get_device_properties(0).multi_processor_count
-        return dict(BLOCK_M=block_m, BLOCK_N=128, BLOCK_D=block_d, programs=4 * sms, num_warps=4)
-    return dict(BLOCK_M=block_m, BLOCK_N=64, BLOCK_D=block_d, programs=4)
-
-
-def split_documents(n_queries: int, n_docs: int, cfg: dict) -> tuple[int, int]:
-    """(n_splits, docs_per_split): enough programs in total, each split a multiple of BLOCK_N."""
-    query_tiles = triton.cdiv(n_queries, cfg["BLOCK_M"])
-    tiles = triton.cdiv(n_docs, cfg["BLOCK_N"])
-    splits = max(1, min(tiles, triton.cdiv(cfg["programs"], query_tiles)))
-    docs_per_split = triton.cdiv(tiles, splits) * cfg["BLOCK_N"]
-    return triton.cdiv(n_docs, docs_per_split), docs_per_split
-
-
-def merge_candidates(cand_s: torch.Tensor, cand_i: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(n_queries, n_splits, K) candidates -> the k best per query (stable: ties to lower index)."""
-    m = cand_s.shape[0]
-    values, order = torch.sort(cand_s.reshape(m, -1), dim=1, descending=True, stable=True)
-    return values[:, :k], cand_i.reshape(m, -1).gather(1, order[:, :k]).long()
-
-
 def similarity_topk(q: torch.Tensor, docs: torch.Tensor, k: int, block_n: int | None = None,
                     programs: int | None = None):
     """(scores fp32, indices int64), each (n_queries, min(k, n_docs)); q (m, d), docs (n, d)."""
@@ -134,11 +108,6 @@ def similarity_topk(q: torch.Tensor, docs: torch.Tensor, k: int, block_n: int | 
         cand_s.stride(0), cand_s.stride(1), K=k_eff, K_PAD=triton.next_power_of_2(k_eff),
         PRECISION=precision, **launch)
     return merge_candidates(cand_s, cand_i, k_eff)
-
-
-def bytes_moved(n_queries: int, n_docs: int, dim: int, itemsize: int) -> int:
-    """The document matrix, the queries, and the (negligible) candidates."""
-    return (n_docs + n_queries) * dim * itemsize
 
 
 def bench_cases(BenchCase, randn):

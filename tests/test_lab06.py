@@ -1,7 +1,8 @@
 """Lab 06: the agent loop, parse_action, tools (calculator, sandboxed Python, search), TF-IDF
 retrieval, the fused similarity + top-k kernel, the tiny tool model, the OpenAI-compatible server,
-and the reflection experiment."""
+and the reflection experiment; the lab's check helpers, fixtures and released notebook."""
 import json
+import re
 import socket
 import threading
 import time
@@ -11,9 +12,13 @@ import pytest
 import torch
 
 from genfast import checks
+from genfast.agents import policies, pysandbox, server, tasks, topk_launch
+from genfast.agents.toolmodel import generate_line, load_tool_model
+from genfast.labs import lab06_agents as lab
 from kernels import similarity_topk as st
-from kernels.agents import evaluate, loop, policies, pysandbox, retrieval, server, tasks, tools
-from kernels.agents.toolmodel import load_tool_model
+from kernels.agents import evaluate, loop, retrieval, tools
+
+LAB = "lab06_agents"
 
 CALC = tools.Toolbox.of(tools.calculator_tool())
 
@@ -328,3 +333,113 @@ def test_openai_policy_reports_a_dead_endpoint():
     assert "endpoint error" in out
     traj = loop.run_agent("1+1", policies.OpenAIPolicy("http://127.0.0.1:9/v1", timeout=2), CALC, max_steps=2)
     assert traj.status == "budget_exhausted" and traj.steps[0].error_kind == "malformed"
+
+
+# ---------------------------------------------------------------- decoding without lab 04's cache
+def test_uncached_decoding_gives_the_cached_greedy_lines(tool_model):
+    """genfast decodes the tool model without a KV cache (lab 04's answer); the lines must be the
+    ones the cached decoding of kernels.kv_press gave (greedy, same window rule)."""
+    from kernels.kv_press import KVCache, forward_cached
+    model, tok = tool_model
+
+    @torch.no_grad()
+    def cached_line(prompt, max_new=72):
+        block = model.config.block_size
+        ids = torch.tensor([tok.stoi.get(ch, tok.stoi["?"]) for ch in prompt])[-(block - 1):]
+        cache = KVCache(len(model.blocks))
+        logits = forward_cached(model, ids[None], cache)[0, -1]
+        out = []
+        for _ in range(max_new):
+            nxt = int(logits.argmax())
+            if nxt == tok.stoi["\n"]:
+                break
+            out.append(nxt)
+            ids = torch.cat([ids, torch.tensor([nxt])])
+            if cache.seen >= block:
+                ids, cache = ids[-(block - 1):], KVCache(len(model.blocks))
+                logits = forward_cached(model, ids[None], cache)[0, -1]
+            else:
+                logits = forward_cached(model, torch.tensor([[nxt]]), cache)[0, -1]
+        return tok.decode(out)
+
+    prompts = [tasks.render(t.goal, [], tools=True) for t in tasks.heldout_tasks(6)]
+    prompts += [tasks.render(t.goal, [(tasks.call_json("calculator", expression=t.goal), t.answer)], tools=True)
+                for t in tasks.heldout_tasks(6)]
+    prompts += [tasks.render(t.goal, [], tools=False) for t in tasks.heldout_tasks(6)]
+    prompts.append("Q: " + "1234567890+" * 12)     # past the window: the restart rule
+    assert [generate_line(model, tok, p) for p in prompts] == [cached_line(p) for p in prompts]
+
+
+def test_the_policy_remembers_lines_per_model(tool_model):
+    model, tok = tool_model
+    a, b = policies.TinyModelPolicy(model, tok), policies.TinyModelPolicy(model, tok, remember=False)
+    box = tools.Toolbox.of(tools.calculator_tool())
+    assert a("512*38", [], box) == b("512*38", [], box)
+    assert a.lines is policies.TinyModelPolicy(model, tok).lines and b.lines is None
+
+
+# ---------------------------------------------------------------- the learner package and the lab's checks
+def test_the_environment_moved_to_genfast_and_the_answers_did_not():
+    from genfast.agents import evaluate as g_evaluate, loop as g_loop, retrieval as g_retrieval, tools as g_tools
+    for module, graded in ((g_tools, "calculate"), (g_loop, "parse_action"), (g_loop, "run_agent"),
+                           (g_loop, "check_arguments"), (g_retrieval, "tfidf_vectors"), (g_retrieval, "topk_scores"),
+                           (g_evaluate, "run_tasks"), (g_evaluate, "summarize")):
+        assert not hasattr(module, graded), f"{module.__name__}.{graded} is a graded answer"
+    assert loop.Action is g_loop.Action and tools.Toolbox is g_tools.Toolbox
+    assert st.block_config is topk_launch.block_config and st.merge_candidates is topk_launch.merge_candidates
+
+
+def test_shipped_course_notes_match_the_course():
+    from genfast.agents import retrieval as g_retrieval
+    assert g_retrieval.course_passages() == g_retrieval.split_notes(retrieval.COURSE_DIR), \
+        "rebuild with `python -m kernels.agents.retrieval`"
+
+
+def test_task_calculator_answers_the_tasks_like_the_calculator():
+    stand_in, calc = tools.Toolbox.of(lab.task_calculator()), tools.Toolbox.of(tools.calculator_tool())
+    for expr in ["347*29", "905-718", "12+5", "-5--3", "7", " 64 * 87 "]:
+        assert stand_in.execute("calculator", {"expression": expr}) == calc.execute("calculator", {"expression": expr})
+    for expr in ["2**3", "(1+2)", "7/2", "x"]:
+        obs, kind = stand_in.execute("calculator", {"expression": expr})
+        assert kind == "tool_error" and "only the tasks' arithmetic" in obs
+
+
+@pytest.mark.parametrize("with_reference", [False, True], ids=["fixtures", "reference"])
+def test_lab_checks_pass_the_references(with_reference):
+    lab.check_calculator(tools.calculate)
+    lab.check_parse_action(loop.parse_action)
+    lab.check_agent_loop(loop.run_agent, calculator=tools.calculator_tool() if with_reference else None)
+    lab.check_tfidf(retrieval.tfidf_vectors, retrieval.topk_scores, reference=retrieval if with_reference else None)
+    lab.check_topk(st.similarity_topk, reference=st.torch_similarity_topk if with_reference else None)
+
+
+def test_lab_checks_catch_a_parser_that_skips_the_schema():
+    def lax(text, toolbox):
+        action = loop.parse_action(text, toolbox)
+        return loop.Action("call", tool=action.tool, arguments=action.arguments) if action.tool else action
+    with pytest.raises(checks.CheckFailed, match="parse_action"):
+        lab.check_parse_action(lax)
+
+
+def test_lab_evaluation_check_passes_the_reference(tool_model):
+    policy = policies.TinyModelPolicy(*tool_model)
+    with_tools, without = lab.check_evaluation(evaluate.evaluate_agent, policy)
+    assert with_tools["success_rate"] >= 0.8 and len(without["trajectories"]) == lab.HELD_OUT
+    lab.check_evaluation(evaluate.evaluate_agent, policy, calculator=tools.calculator_tool(), reference=evaluate)
+
+
+def test_reference_solution_follows_the_code_policy():
+    from autograder import samples
+    from genfast import policy
+    released = json.loads(samples.notebook_path(samples.release_dir(), LAB).read_text())
+    nb = json.loads(json.dumps(samples.make_sample(LAB, "reference")))
+    assert policy.check_notebook(nb, LAB, released) == []
+
+
+def test_released_notebook_names_neither_kernels_nor_the_grader():
+    from autograder import samples
+    released = json.loads(samples.notebook_path(samples.release_dir(), LAB).read_text())
+    for cell in released["cells"]:
+        source = "".join(cell["source"])
+        assert not re.search(r"\bkernels\b", source), source
+        assert "GRADER" not in source, source

@@ -1,13 +1,11 @@
-"""Lab 06: an agent loop with tools, retrieval memory and a tiny tool-using model.
+"""Lab 06's references: what the lab grades, and the course's tools and experiments built on them.
 
-- tasks.py:      synthetic arithmetic tasks and the tiny model's compact trace format
-- toolmodel.py:  the course's tinylm with an extended vocabulary, `load_tool_model()`, fast greedy decoding
-- train.py:      `python -m kernels.agents.train` fine-tunes it on tool-use traces (CPU, a few minutes)
-- tools.py:      tool schemas, the safe calculator, the tool registry with per-tool timeouts
-- pysandbox.py:  the Python tool: a `python -I` child with resource limits and an audit hook
-- retrieval.py:  TF-IDF (torch) and top-k retrieval over the course notes and the agent's memory
-- loop.py:       parse_action and the observe-think-act loop with a step budget
-- policies.py:   scripted, tiny-model and OpenAI-compatible (HTTP) policies
-- server.py:     a small OpenAI-compatible chat-completions server backed by the tiny model
-- evaluate.py:   success rates, steps, failure kinds; reflection through memory
+- tools.py:     the safe calculator (`calculate`), its tool, the default toolbox
+- loop.py:      check_arguments, parse_action and the observe-think-act loop with a step budget
+- retrieval.py: TF-IDF rows and top-k; the course index, search tool and memory on them
+- evaluate.py:  success rates, steps, failure kinds over tasks; the reflection experiment on them
+- train.py:     `python -m kernels.agents.train` fine-tunes the tool model (CPU, a few minutes)
+
+The environment (tasks, the tool model and its decoding, the Toolbox, the Python sandbox, the
+policies, the OpenAI-compatible server, the checkpoint) is the learner's `genfast.agents`.
 """

@@ -1,44 +1,20 @@
-"""Measuring an agent: success rate, steps, failures by kind; reflection through memory.
+"""The reference evaluation (lab 06's graded `evaluate_agent`): success rate, steps, failures by
+kind over a task list, with the reference loop; and the reflection experiment on it.
 
-An episode succeeds when the loop ends with an answer equal to the task's (compared as numbers
-when both parse). A failed episode gets one kind:
-
-- wrong_answer:     it answered, wrongly;
-- malformed:        it ran out of steps and its last output was not a valid action;
-- tool_error:       it ran out of steps and its last tool call failed (error, timeout, bad result);
-- budget_exhausted: it ran out of steps otherwise (kept calling tools without answering).
+What an episode's outcome means (same_answer, failure_kind, FAILURE_KINDS) and the reflection
+experiment itself are the learner's `genfast.agents.evaluate`; see its docstring.
 """
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
 
+from genfast.agents import evaluate as _evaluate
+from genfast.agents.evaluate import FAILURE_KINDS, failure_kind, reflect, same_answer  # noqa: F401
+
 from .loop import Trajectory, run_agent
 from .retrieval import Memory
 from .tools import Toolbox, calculator_tool
-
-FAILURE_KINDS = ("wrong_answer", "malformed", "tool_error", "budget_exhausted")
-
-
-def same_answer(got, want) -> bool:
-    if got is None:
-        return False
-    got, want = str(got).strip(), str(want).strip()
-    try:
-        return abs(float(got) - float(want)) <= 1e-9 * max(1.0, abs(float(want)))
-    except ValueError:
-        return got == want
-
-
-def failure_kind(traj: Trajectory, expected) -> str | None:
-    if traj.status == "answered":
-        return None if same_answer(traj.answer, expected) else "wrong_answer"
-    last = traj.steps[-1].error_kind if traj.steps else None
-    if last == "malformed":
-        return "malformed"
-    if last is not None:
-        return "tool_error"
-    return "budget_exhausted"
 
 
 @dataclass
@@ -70,34 +46,13 @@ def summarize(results: list[Result]) -> dict:
             "failures": dict(Counter(r.failure for r in results if r.failure))}
 
 
-def reflect(result: Result, rich: bool = True) -> str:
-    """The note written to memory after a failed attempt: an error log with a lesson, or a bare score."""
-    if not rich:
-        return f"task {result.goal}: reward 0"
-    steps = result.trajectory.steps
-    used = sorted({s.action.tool for s in steps if s.action.kind == "call"})
-    how = f"called {', '.join(used)}" if used else "answered directly without a tool"
-    return (f"task {result.goal}: {how}, answer {result.trajectory.answer} judged wrong ({result.failure}). "
-            f"lesson: digits guessed by the model are unreliable; use the calculator.")
+def evaluate_agent(policy, task_list, toolbox: Toolbox, max_steps: int = 4) -> dict:
+    """The notebook's evaluate_agent: summarize(run_tasks(...)) and the trajectories."""
+    results = run_tasks(policy, task_list, toolbox=toolbox, max_steps=max_steps)
+    return {**summarize(results), "trajectories": [r.trajectory for r in results]}
 
 
 def reflection_experiment(model, tok, task_list, rich: bool = True, max_steps: int = 4) -> dict:
-    """Attempt 1 with no tool hint in the prompt; failures are reflected into memory; attempt 2
-    reads memory (TF-IDF top-1 over the notes, query = the goal) and shows the calculator when the
-    retrieved note carries that lesson. Returns success rates and the memory."""
-    from .policies import TinyModelPolicy
-    memory = Memory()
-    box = Toolbox.of(calculator_tool())
-    first = run_tasks(TinyModelPolicy(model, tok, offer_tools=lambda g: False), task_list, toolbox=box,
-                      max_steps=max_steps)
-    for r in first:
-        if not r.success:
-            memory.write(reflect(r, rich), goal=r.goal)
-
-    def recall(goal: str) -> bool:
-        return any("use the calculator" in note for note, _, _ in memory.read(goal, k=1))
-
-    second = run_tasks(TinyModelPolicy(model, tok, offer_tools=recall), task_list, toolbox=box, max_steps=max_steps)
-    n = max(1, len(task_list))
-    return {"first": sum(r.success for r in first) / n, "second": sum(r.success for r in second) / n,
-            "first_results": first, "second_results": second, "memory": memory}
+    """genfast's reflection experiment with the reference evaluation, memory and calculator."""
+    return _evaluate.reflection_experiment(evaluate_agent, Memory(), model, tok, task_list, calculator_tool(),
+                                           rich=rich, max_steps=max_steps)

@@ -1,4 +1,5 @@
-"""The observe-think-act loop, and parsing a model's action.
+"""The reference observe-think-act loop and action parser (lab 06's graded `parse_action`,
+argument checking and `run_agent`); the records they fill in are `genfast.agents.loop`'s.
 
     history = []
     for step in range(max_steps):
@@ -20,21 +21,11 @@ tells the model why in the observation instead of crashing or guessing what it m
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 
-from .tools import Toolbox
+from genfast.agents.loop import Action, Step, Trajectory  # noqa: F401
+from genfast.agents.tools import Toolbox
 
 _JSON_TYPES = {"string": str, "integer": int, "number": (int, float), "boolean": bool, "object": dict, "array": list}
-
-
-@dataclass
-class Action:
-    kind: str                      # "call", "answer" or "malformed"
-    tool: str | None = None
-    arguments: dict = field(default_factory=dict)
-    answer: str | None = None
-    error: str | None = None       # why it is malformed
-    thought: str = ""              # free text before the JSON
 
 
 def check_arguments(arguments: dict, parameters: dict) -> str | None:
@@ -83,26 +74,6 @@ def parse_action(text: str, toolbox: Toolbox) -> Action:
     if problem:
         return Action("malformed", tool=name, arguments=args, error=f"bad call to {name}: {problem}", thought=thought)
     return Action("call", tool=name, arguments=args, thought=thought)
-
-
-@dataclass
-class Step:
-    output: str                    # the model's raw text
-    action: Action
-    observation: str | None = None
-    error_kind: str | None = None  # malformed, unknown_tool, tool_error, timeout, bad_result
-
-
-@dataclass
-class Trajectory:
-    goal: str
-    steps: list[Step] = field(default_factory=list)
-    answer: str | None = None
-    status: str = "running"        # "answered" or "budget_exhausted"
-
-    def history(self) -> list[tuple[str, str]]:
-        """(model output, observation) pairs of the finished steps, what a policy reads."""
-        return [(s.output, s.observation) for s in self.steps if s.observation is not None]
 
 
 def run_agent(goal: str, policy, toolbox: Toolbox, max_steps: int = 4) -> Trajectory:

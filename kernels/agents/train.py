@@ -1,9 +1,11 @@
 """Fine-tune the course's tiny Shakespeare model into a tool user, deterministically, on a CPU.
 
-    python -m kernels.agents.train          # about 4 minutes on one CPU core; writes tool_model.pt
+    python -m kernels.agents.train          # about 4 minutes on one CPU core; writes genfast/agents/tool_model.pt
 
-The digit embeddings are re-initialised first (see toolmodel.REINIT_CHARS: Shakespeare has no
-digits, their rows had collapsed, and the model could not learn to copy a number).
+The digit embeddings are re-initialised first (see genfast.agents.toolmodel.REINIT_CHARS:
+Shakespeare has no digits, their rows had collapsed, and the model could not learn to copy a
+number). The checkpoint ships with the learner package; this script and its held-out
+measurement (the reference agent loop) are the instructor's.
 
 Data: synthetic episodes of `tasks.trace` (goal, optional tool line, calculator call, observation,
 answer), half with tools offered (the model must call the calculator, then copy the observation)
@@ -23,8 +25,8 @@ import torch.nn.functional as F
 
 from genfast.tinylm import load
 
-from . import tasks
-from .toolmodel import CHECKPOINT, extend_vocab, generate_line
+from genfast.agents import tasks
+from genfast.agents.toolmodel import CHECKPOINT, extend_vocab, generate_line
 
 SEED = 606
 STEPS = 400
@@ -86,7 +88,7 @@ def train(steps: int = STEPS, progress: bool = True) -> dict:
     save(model, tok, dict(steps=steps))   # first save: the evaluation below needs the other modules
     # a quick measurement on held-out goals: exact answers with and without the calculator
     from .evaluate import run_tasks
-    from .policies import TinyModelPolicy
+    from genfast.agents.policies import TinyModelPolicy
     held = tasks.heldout_tasks(40)
     rates = {}
     for tools in (True, False):

@@ -1,11 +1,12 @@
-"""The course's tiny character model, taught to call tools: loading and fast greedy decoding.
+"""The course's tiny character model, taught to call tools: its vocabulary, loading, and decoding.
 
 The Shakespeare model's vocabulary has no `{ } _ + * / = <`; `extend_vocab` appends the missing
 printable ASCII characters as new token ids (new rows of the embedding matrix; the output head is
 tied to it, so it grows too) and keeps every old id, so the old weights still mean what they meant.
 
-Decoding uses lab 04's key/value cache (`kernels.kv_press.forward_cached`): each new character
-costs one position of work instead of a forward pass over the whole prefix.
+Decoding is greedy and uncached: every new character is one forward pass over the (at most 128
+characters of) context. For a model this small that costs little more than a key/value cache
+would (lab 04 builds one), and it is the plain reading of what the model predicts.
 """
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ from pathlib import Path
 
 import torch
 
-from kernels.kv_press import KVCache, forward_cached
 from genfast.tinylm.model import GPT, GPTConfig, Tokenizer, load_checkpoint
 
 CHECKPOINT = Path(__file__).resolve().parent / "tool_model.pt"
@@ -50,7 +50,7 @@ def extend_vocab(model: GPT, tok: Tokenizer) -> tuple[GPT, Tokenizer]:
 
 def load_tool_model(path: str | Path = CHECKPOINT) -> tuple[GPT, Tokenizer]:
     """The shipped tool-use checkpoint (fp16 on disk, fp32 in memory), eval mode, CPU."""
-    return load_checkpoint(path, train_command="python -m kernels.agents.train")
+    return load_checkpoint(path, train_command="python -m kernels.agents.train (in the course repository)")
 
 
 def safe_encode(tok: Tokenizer, text: str) -> torch.Tensor:
@@ -62,23 +62,21 @@ def safe_encode(tok: Tokenizer, text: str) -> torch.Tensor:
 def generate_line(model: GPT, tok: Tokenizer, prompt: str, max_new: int = 72) -> str:
     """Greedy continuation of `prompt` up to (not including) the next newline.
 
-    Only the last block_size characters are kept: the context window of the model."""
+    The context window holds at most block_size characters: the prompt's last block_size - 1 to
+    start with; when a new character would overflow the window, it restarts from the last
+    block_size - 1 (rare for the short traces of the tool tasks)."""
+    if model.config.vocab_size != len(tok):
+        raise ValueError(f"the tokenizer has {len(tok)} characters, the model {model.config.vocab_size}: "
+                         f"use the tool model's own (load_tool_model())")
     block = model.config.block_size
-    ids = safe_encode(tok, prompt)[-(block - 1):]
-    cache = KVCache(len(model.blocks))
-    logits = forward_cached(model, ids[None], cache)[0, -1]
-    out = []
-    nl = tok.stoi["\n"]
-    for _ in range(max_new):
-        nxt = int(logits.argmax())
-        if nxt == nl:
+    context = safe_encode(tok, prompt)[-(block - 1):].tolist()
+    line = []
+    while len(line) < max_new:
+        best = int(model(torch.tensor([context]))[0, -1].argmax())
+        if best == tok.stoi["\n"]:
             break
-        out.append(nxt)
-        ids = torch.cat([ids, torch.tensor([nxt])])
-        if cache.seen >= block:   # window full: keep the last characters and start over (rare for short traces)
-            ids = ids[-(block - 1):]
-            cache = KVCache(len(model.blocks))
-            logits = forward_cached(model, ids[None], cache)[0, -1]
-        else:
-            logits = forward_cached(model, torch.tensor([[nxt]]), cache)[0, -1]
-    return tok.decode(out)
+        line.append(best)
+        context.append(best)
+        if len(context) > block:
+            del context[:len(context) - (block - 1)]
+    return tok.decode(line)

@@ -1,6 +1,6 @@
 """A small OpenAI-compatible chat-completions server backed by the tiny tool model.
 
-    python -m kernels.agents.server --port 8000
+    python -m genfast.agents.server --port 8000
     curl localhost:8000/v1/models
     curl -d '{"model": "tiny-tool-model", "messages": [{"role": "user", "content": "12*34"}]}' \
          localhost:8000/v1/chat/completions

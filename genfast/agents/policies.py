@@ -3,7 +3,7 @@
     policy(goal: str, history: list[(model output, observation)], toolbox) -> str (the model's output)
 
 - ScriptedPolicy: replays fixed outputs (deterministic tests, demos of each failure path);
-- TinyModelPolicy: the course's tiny model fine-tuned on tool-use traces (kernels.agents.train);
+- TinyModelPolicy: the course's tiny model fine-tuned on tool-use traces (the checkpoint ships with genfast);
 - OpenAIPolicy: any OpenAI-compatible chat-completions endpoint, over HTTP with the standard library.
 """
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+import weakref
 from typing import Callable
 
 from . import tasks
@@ -31,20 +32,37 @@ class ScriptedPolicy:
 class TinyModelPolicy:
     """The tiny tool model. The tool description in its prompt is the line 'T: calculator', shown
     when the toolbox has a calculator and `offer_tools(goal)` agrees (the reflection experiment
-    decides it from memory)."""
+    decides it from memory).
 
-    def __init__(self, model=None, tok=None, offer_tools: Callable[[str], bool] | None = None):
+    Greedy decoding of a frozen model is a function of the prompt: each line generated is
+    remembered per model (`remember=False` turns that off), so a second run over the same
+    episodes (an evaluation and its check, the reflection's retry) costs no model calls."""
+
+    def __init__(self, model=None, tok=None, offer_tools: Callable[[str], bool] | None = None,
+                 remember: bool = True):
         if model is None:
             model, tok = load_tool_model()
         self.model, self.tok = model, tok
         self.offer_tools = offer_tools or (lambda goal: True)
+        self.lines = _LINES.setdefault(model, {}) if remember else None
 
     def prompt(self, goal, history, toolbox) -> str:
         tools = "calculator" in toolbox.tools and self.offer_tools(goal)
         return tasks.render(goal, history, tools)
 
     def __call__(self, goal, history, toolbox):
-        return generate_line(self.model, self.tok, self.prompt(goal, history, toolbox))
+        prompt = self.prompt(goal, history, toolbox)
+        if self.lines is None:
+            return generate_line(self.model, self.tok, prompt)
+        if prompt not in self.lines:
+            if len(self.lines) >= MAX_REMEMBERED:
+                self.lines.clear()
+            self.lines[prompt] = generate_line(self.model, self.tok, prompt)
+        return self.lines[prompt]
+
+
+MAX_REMEMBERED = 20_000                                   # lines per model
+_LINES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()   # model -> {prompt: line}
 
 
 SYSTEM_PROMPT = """You are an agent. Reach the user's goal. Tools:
