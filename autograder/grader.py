@@ -43,7 +43,9 @@ LAB_REFERENCES: dict[str, list[str]] = {
     "lab05_dataset_cards": ["kernels.minhash", "kernels.curation.licenses", "kernels.curation.dedup"],
     "lab06_agents": ["kernels.similarity_topk", "kernels.agents.tools", "kernels.agents.retrieval",
                      "kernels.agents.evaluate"],
-    "lab07_interpretability": [],
+    "lab07_interpretability": ["kernels.interp.hooks", "kernels.interp.scores", "kernels.interp.lens",
+                               "kernels.interp.probes", "kernels.interp.patching", "kernels.interp.steering",
+                               "kernels.interp.sae", "kernels.interp.editing"],
 }
 PRIVATE_MODULES = ("genfast.checks", "genfast.bench")  # shared by every lab, copied for each
 
@@ -90,6 +92,7 @@ def _import_references_package() -> None:
 def _private_copy(name: str) -> types.ModuleType:
     """A second, unregistered instance of a genfast module, its own globals and all; its
     references to the shared check modules point at their private copies."""
+    importlib.import_module(name)  # the public module first: dataclasses look their module up by name
     spec = importlib.util.find_spec(name)
     copy = importlib.util.module_from_spec(importlib.util.spec_from_file_location(name, spec.origin))
     copy.__package__ = name.rpartition(".")[0]
@@ -102,6 +105,7 @@ def _private_copy(name: str) -> types.ModuleType:
 
 def reference(name: str) -> Snapshot:
     """The snapshot of an instructor-side module (bound at kernel start in a grading kernel)."""
+    _check_bound()
     if name not in _references:
         _import_references_package()
         _references[name] = Snapshot(importlib.import_module(name))
@@ -110,6 +114,7 @@ def reference(name: str) -> Snapshot:
 
 def private(name: str) -> types.ModuleType:
     """The grader's private copy of a learner-visible genfast module."""
+    _check_bound()
     if name not in _private:
         for shared in PRIVATE_MODULES:
             if shared not in _private and shared != name:
@@ -124,22 +129,39 @@ def lab_helpers(lab: str) -> str | None:
 
 
 def bind(lab: str | None = None) -> None:
-    """Bind everything the lab's hidden tests use, now (a grading kernel's startup line)."""
+    """Bind everything the lab's hidden tests use, now (a grading kernel's startup line).
+
+    Whatever happens, the handle on the hidden references folder is closed before the first
+    cell; if binding failed, every later use of GRADER says so (and those parts score 0)."""
+    global _bind_error
     lab = lab or os.environ.get("COURSE_LAB") or Path.cwd().name
     os.environ["COURSE_LAB"] = lab
     os.environ["COURSE_GRADING"] = "1"  # visible speed calls stay quiet: the grader's run counts
-    _import_references_package()
-    for name in PRIVATE_MODULES:
-        private(name)
-    if lab in LAB_REFERENCES:
-        helpers = lab_helpers(lab)
-        if helpers:
-            private(helpers)
-        for name in LAB_REFERENCES[lab]:
-            reference(name)
-    fd = os.environ.pop("COURSE_REFERENCE_FD", None)
-    if fd is not None:  # the references are imported: close the handle to the hidden folder
-        os.close(int(fd))
+    try:
+        _import_references_package()
+        for name in PRIVATE_MODULES:
+            private(name)
+        if lab in LAB_REFERENCES:
+            helpers = lab_helpers(lab)
+            if helpers:
+                private(helpers)
+            for name in LAB_REFERENCES[lab]:
+                reference(name)
+    except Exception as exc:  # noqa: BLE001  (reported by every GRADER use instead)
+        _bind_error = f"{type(exc).__name__}: {exc}"
+    finally:
+        fd = os.environ.pop("COURSE_REFERENCE_FD", None)
+        if fd is not None:  # the references are imported: close the handle to the hidden folder
+            os.close(int(fd))
+
+
+_bind_error = ""
+
+
+def _check_bound() -> None:
+    if _bind_error:
+        raise RuntimeError(f"the grader could not bind this lab's references at kernel start ({_bind_error}); "
+                           f"tell your instructor")
 
 
 class _Grader:

@@ -24,6 +24,7 @@ touches the GPU goes through a `Device`, so the logic is tested on a CPU with a 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import os
 import random
@@ -178,6 +179,9 @@ def _call(fn: Callable, args):
 
 def _clone(value):
     import torch
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):  # a quantized cache, say
+        return dataclasses.replace(value, **{f.name: _clone(getattr(value, f.name)) for f in dataclasses.fields(value)
+                                             if f.init})
     if isinstance(value, torch.Tensor):
         return value.clone()
     if isinstance(value, dict):
@@ -189,6 +193,8 @@ def _clone(value):
 
 def _unchanged(before, after) -> bool:
     import torch
+    if dataclasses.is_dataclass(before) and not isinstance(before, type):
+        return all(_unchanged(getattr(before, f.name), getattr(after, f.name)) for f in dataclasses.fields(before))
     if isinstance(before, torch.Tensor):
         return isinstance(after, torch.Tensor) and torch.equal(before, after)
     if isinstance(before, dict):

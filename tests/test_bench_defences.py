@@ -194,3 +194,24 @@ def test_two_workers_never_time_on_one_gpu_at_once(tmp_path, monkeypatch):
 def test_on_a_cpu_nobody_gets_speed_points(reference, capsys):
     assert bench.speed_points(lambda: None, reference, points=2, name="k") == 0.0
     assert "skipped" in capsys.readouterr().out
+
+
+def test_writing_into_a_dataclass_input_is_caught():
+    from dataclasses import dataclass as dc
+
+    @dc
+    class Cache:
+        k: torch.Tensor
+        scale: float
+
+    dev = SimDevice()
+    make = lambda seed: (Cache(torch.randn(64, generator=torch.Generator().manual_seed(seed)), 2.0),)
+    honest = lambda c: (dev.launch(1.0), c.k * c.scale)[1]
+
+    def writes(c):
+        dev.launch(0.5)
+        c.k.mul_(c.scale)
+        return c.k
+    assert bench.measure(honest, honest, make, points=1, dev=dev, seed=0).points == 1
+    result = bench.measure(writes, honest, make, points=1, dev=dev, seed=0)
+    assert result.points == 0 and "wrote into its inputs" in result.message
