@@ -1,11 +1,26 @@
-"""Lab 07 reference code on the CPU: the hooked model, the shipped checkpoints and every tool."""
+"""Lab 07 on the CPU: the learner's environment (genfast.interp: the hooked model, the shipped
+checkpoints, the tasks and tools), the instructor's references (kernels.interp), and the lab's checks."""
 
+import nbformat
 import pytest
 import torch
 
-from kernels.interp import editing, hooked, lens, patching, patchscope, probes, scores, steering, tasks
-from kernels.interp import sae as sae_mod
+from autograder import grading, samples
+from genfast import checks, policy
+from genfast.interp import editing as g_editing
+from genfast.interp import hooked, patchscope, tasks
+from genfast.interp import lens as g_lens
+from genfast.interp import patching as g_patching
+from genfast.interp import probes as g_probes
+from genfast.interp import sae as g_sae
+from genfast.interp import scores as g_scores
+from genfast.interp import steering as g_steering
+from genfast.labs import lab07_interpretability as lab
 from genfast.tinylm import load as load_tinylm
+from kernels.interp import editing, hooks, lens, patching, probes, scores, steering
+from kernels.interp import sae as sae_mod
+
+LAB = "lab07_interpretability"
 
 torch.set_num_threads(1)
 
@@ -26,14 +41,26 @@ def shakespeare():
     return gpt, hooked.from_tinylm(gpt), tok
 
 
-def test_the_kernels_package_is_the_course_one():
-    assert hooked.__file__.endswith("kernels/interp/hooked.py")
+def test_the_packages_are_the_course_ones():
+    assert hooked.__file__.endswith("genfast/interp/hooked.py")
+    assert scores.__file__.endswith("kernels/interp/scores.py")
+
+
+def test_the_learner_side_holds_no_answer():
+    """The learner's model has no cache (get_cache is the lab's first exercise), and no genfast.interp
+    module defines a graded function."""
+    assert not hasattr(hooked.HookedTransformer, "run_with_cache")
+    graded = {"get_cache", "ablate_head", "prev_token_score", "induction_score", "logit_lens", "fit_probe",
+              "probe_accuracy", "patch_resid_scan", "patch_scan", "patch_resid", "diff_of_means", "project_out",
+              "sae_loss", "rank_one_edit", "ablate_head_hook", "run_with_cache", "apply_edit", "project_hook"}
+    for module in (hooked, tasks, patchscope, g_editing, g_lens, g_patching, g_probes, g_sae, g_scores, g_steering, lab):
+        assert not graded & set(vars(module)), f"{module.__name__} has {graded & set(vars(module))}"
 
 
 # ---------------------------------------------------------------- hooks
 def test_cache_hooks_and_replacement(induction):
     x = tasks.repeated_tokens(3, 5, seed=0, vocab=32)
-    logits, cache = induction.run_with_cache(x)
+    logits, cache = hooks.run_with_cache(induction, x)
     assert set(cache) == set(induction.hook_points)
     assert cache["blocks.0.attn.hook_pattern"].shape == (3, 4, 11, 11)
     assert torch.allclose(cache["blocks.0.attn.hook_pattern"].sum(-1), torch.ones(3, 4, 11))
@@ -94,18 +121,18 @@ def test_training_is_deterministic_for_a_few_steps():
 def test_scores_find_the_induction_and_previous_token_heads(induction):
     x = tasks.repeated_tokens(64, 10, seed=1, vocab=32)
     prev, ind = scores.head_scores(induction, x, 10)
-    layer, head = scores.best_head(ind)
+    layer, head = g_scores.best_head(ind)
     assert layer == 1 and ind[layer, head] > 0.6
     assert ind[0].max() < 0.2                     # layer 0 cannot do induction alone
-    pl, ph = scores.best_head(prev)
+    pl, ph = g_scores.best_head(prev)
     assert pl == 0 and prev[pl, ph] > 0.5
     # ablation: the induction heads carry in-context copying
     first, second = tasks.halves_loss(induction, x, 10)
     assert second < 0.6 < 3.0 < first
-    hooks = [(f"blocks.{l}.attn.hook_z", scores.ablate_head_hook(h)) for l in range(2) for h in range(4) if ind[l, h] > 0.4]
-    with induction.hooks(hooks):
+    ablate = [(f"blocks.{l}.attn.hook_z", hooks.ablate_head_hook(h)) for l in range(2) for h in range(4) if ind[l, h] > 0.4]
+    with induction.hooks(ablate):
         assert tasks.halves_loss(induction, x, 10)[1] > 2.5
-    with induction.hooks([(f"blocks.{layer}.attn.hook_z", scores.ablate_head_hook(head))]):
+    with induction.hooks([(f"blocks.{layer}.attn.hook_z", hooks.ablate_head_hook(head))]):
         assert tasks.halves_loss(induction, x, 10)[1] > second + 0.1
 
 
@@ -134,7 +161,7 @@ def test_logit_lens_ends_at_the_output_and_ranks_improve(induction):
     x = tasks.repeated_tokens(16, 10, seed=2, vocab=32)
     ll = lens.logit_lens(induction, x)
     assert ll.shape == (3, 16, 21, 32) and torch.allclose(ll[-1], induction(x), atol=1e-5)
-    ranks = lens.token_rank(ll[:, :, :-1], x[:, 1:].expand(3, -1, -1)).float()[:, :, 11:].mean((1, 2))
+    ranks = g_lens.token_rank(ll[:, :, :-1], x[:, 1:].expand(3, -1, -1)).float()[:, :, 11:].mean((1, 2))
     assert ranks[-1] < 1 < ranks[0]
 
 
@@ -143,39 +170,42 @@ def test_probe_recovers_a_planted_direction_and_beats_its_controls(induction):
     y = (X[:, 2] > 0).long()
     w = probes.fit_probe(X[:300], y[:300], lam=1e-3)
     assert probes.probe_accuracy(w, X[300:], y[300:]) > 0.95 and w[:-1].abs().argmax() == 2
-    tok, py = probes.prev_token_probe_data(120, seed=0)
-    feats, yy = probes.layer_features(induction, tok, py)
+    tok, py = g_probes.prev_token_probe_data(120, seed=0)
+    feats, yy = g_probes.layer_features(induction, tok, py)
+    _, cache = hooks.run_with_cache(induction, tok, names=g_lens.resid_names(induction))
+    assert all(torch.equal(feats[n], cache[n][py >= 0]) for n in g_lens.resid_names(induction))
     res = probes.probe_by_layer(feats, yy, 1800)
     acc, ctrl = res["blocks.0.hook_resid_post"]
     assert acc > 0.65 and abs(ctrl - 0.5) < 0.06 and res["blocks.0.hook_resid_pre"][0] < 0.56
 
 
 def test_patching_localises_the_changed_position_and_layer_one_heads(induction):
-    clean, corrupted, good, bad, pos = patching.induction_prompts(16, 10, 5)
-    metric = lambda lg: patching.logit_diff(lg, good, bad)
+    clean, corrupted, good, bad, pos = g_patching.induction_prompts(16, 10, 5)
+    metric = lambda lg: g_patching.logit_diff(lg, good, bad)
     assert metric(induction(clean)).mean() > 2 and metric(induction(corrupted)).mean() < -2
     resid = patching.patch_resid(induction, clean, corrupted, metric)
     assert resid[0, pos] > 0.99 and resid[1, pos] > 0.9
     assert resid[:, :pos].abs().max() < 1e-4                 # earlier positions do not see the change
-    heads = patching.patch_heads(induction, clean, corrupted, metric)
+    heads = g_patching.patch_heads(induction, clean, corrupted, metric)
     assert heads[1].sum() > 0.7 and heads[0].abs().max() < 0.05
+    assert torch.allclose(heads, patching.patch_heads(induction, clean, corrupted, metric), atol=1e-5)
 
 
 # ---------------------------------------------------------------- steering and neurons
 def test_direction_steers_and_projection_is_more_surgical_than_subtraction(shakespeare):
     _, model, tok = shakespeare
-    x, spk = steering.shakespeare_windows(tok, n=16)
+    x, spk = g_steering.shakespeare_windows(tok, n=16)
     name = "blocks.2.hook_resid_pre"
-    _, cache = model.run_with_cache(x, names=[name])
+    _, cache = hooks.run_with_cache(model, x, names=[name])
     d = steering.diff_of_means(cache[name].reshape(-1, 128), spk.flatten())
     upper = torch.tensor([i for i, ch in enumerate(tok.vocab) if ch.isupper()])
-    base = steering.upper_mass(model, x, upper)
-    steered = steering.upper_mass(model, x, upper, [(name, steering.steer_hook(d, 1.0))])
+    base = g_steering.upper_mass(model, x, upper)
+    steered = g_steering.upper_mass(model, x, upper, [(name, g_steering.steer_hook(d, 1.0))])
     assert steered[~spk].mean() > 3 * base[~spk].mean()
-    base_loss = steering.next_char_loss(model, x)
+    base_loss = g_steering.next_char_loss(model, x)
     other = ~spk[:, :-1]
-    sub = steering.next_char_loss(model, x, [(name, steering.subtract_hook(d))]) - base_loss
-    proj = steering.next_char_loss(model, x, [(name, steering.project_hook(d))]) - base_loss
+    sub = g_steering.next_char_loss(model, x, [(name, g_steering.subtract_hook(d))]) - base_loss
+    proj = g_steering.next_char_loss(model, x, [(name, steering.project_hook(d))]) - base_loss
     assert sub[spk[:, :-1]].mean() > 1 and proj[spk[:, :-1]].mean() > 1      # both remove the feature
     assert sub[other].mean() > 3 * proj[other].mean()                      # subtraction also hits the rest
     h = torch.randn(5, 128)
@@ -186,29 +216,32 @@ def test_neuron_search_and_ablation_hooks():
     acts = torch.randn(200, 10, generator=torch.Generator().manual_seed(0))
     labels = (torch.arange(200) % 2)
     acts[:, 7] += 3 * labels
-    assert steering.best_neuron(acts, labels)[0] == 7
+    assert g_steering.best_neuron(acts, labels)[0] == 7
     a = torch.ones(2, 3, 10)
-    out = steering.neuron_hook(4, 0.5)(a, None)
+    out = g_steering.neuron_hook(4, 0.5)(a, None)
     assert out[..., 4].eq(0.5).all() and a.eq(1).all()
 
 
 def test_speaker_mask():
-    mask = steering.speaker_mask("ROMEO:\nBut soft.\nJULIET:\nAy me.\n")
+    mask = g_steering.speaker_mask("ROMEO:\nBut soft.\nJULIET:\nAy me.\n")
     assert mask.tolist()[:6] == [True] * 5 + [False] and mask.sum() == 5 + 6
 
 
 # ---------------------------------------------------------------- SAE
 def test_shipped_sae_reconstructs_sparsely(shakespeare):
     _, model, _ = shakespeare
-    sae = sae_mod.load_sae()
-    acts = sae_mod.shakespeare_activations(model, sae.info["hook"], n_windows=8)
-    stats = sae_mod.evaluate(sae, acts)
+    sae = g_sae.load_sae()
+    acts = g_sae.shakespeare_activations(model, sae.info["hook"], n_windows=8)
+    _, cache = hooks.run_with_cache(model, g_sae.shakespeare_activations(model, sae.info["hook"], n_windows=2,
+                                                                      return_tokens=True)[1], names=[sae.info["hook"]])
+    assert torch.equal(acts[:2 * 128], cache[sae.info["hook"]].reshape(-1, acts.shape[-1]))
+    stats = g_sae.evaluate(sae, acts)
     assert stats["fvu"] < 0.2 and stats["l0"] < 40 and stats["dead_frac"] < 0.3
 
 
 def test_sae_loss_terms_and_a_step_lowers_it():
     h = torch.randn(256, 8, generator=torch.Generator().manual_seed(0))
-    sae = sae_mod.SAE(8, 32)
+    sae = g_sae.SAE(8, 32)
     sae.init_from(h)
     loss, recon, sparsity = sae_mod.sae_loss(sae, h, 0.1)
     assert torch.isclose(loss, recon + 0.1 * sparsity)
@@ -245,12 +278,77 @@ def test_rank_one_edit_formula():
 def test_edit_succeeds_and_preserves_unrelated_facts(facts):
     v = tasks.facts_vocab()
     ftok, target = tasks.facts_data()
-    C_inv = torch.linalg.inv(editing.key_covariance(facts, 0, ftok))
+    C_inv = torch.linalg.inv(g_editing.key_covariance(facts, 0, ftok))
     s, r = 5, 2
     old = int(target[s * tasks.N_REL + r])
     new = v["attr"] + (old - v["attr"] + 3) % tasks.N_ATTR
-    rep = editing.edit_report(facts, editing.apply_edit(facts, 0, s, r, new, C_inv), s, r, new)
+    rep = g_editing.edit_report(facts, editing.apply_edit(facts, 0, s, r, new, C_inv), s, r, new)
     assert rep["edit_succeeded"] and rep["output_changed"]
     assert rep["unrelated_kept"] > 0.97 and rep["same_subject_kept"] >= 2 / 3
-    naive = editing.edit_report(facts, editing.apply_edit(facts, 0, s, r, new, None, keep_others=False), s, r, new)
+    naive = g_editing.edit_report(facts, editing.apply_edit(facts, 0, s, r, new, None, keep_others=False), s, r, new)
     assert naive["unrelated_kept"] < rep["unrelated_kept"]
+
+
+# ---------------------------------------------------------------- the lab's checks and notebook
+def _check_all(reference):
+    ref = lambda module: module if reference else None
+    lab.check_hooks(hooks.get_cache, hooks.ablate_head_hook, reference=ref(hooks))
+    lab.check_head_scores(scores.prev_token_score, scores.induction_score, reference=ref(scores))
+    lab.check_logit_lens(lens.logit_lens, reference=ref(lens))
+    lab.check_probe(probes.fit_probe, probes.probe_accuracy, reference=ref(probes))
+    lab.check_patching(patching.patch_resid, reference=ref(patching))
+    lab.check_direction(steering.diff_of_means, steering.project_out, reference=ref(steering))
+    lab.check_sae(sae_mod.sae_loss, reference=ref(sae_mod))
+    lab.check_rome(editing.rank_one_edit, reference=ref(editing))
+
+
+@pytest.mark.parametrize("with_reference", [False, True], ids=["fixtures", "reference"])
+def test_lab_checks_pass_the_references(with_reference):
+    _check_all(with_reference)
+
+
+def test_lab_checks_fail_wrong_answers_with_the_case_and_a_hint():
+    def one_back(pattern, seg_len, offset=1):          # the buggy sample's induction score
+        return pattern.diagonal(offset=-seg_len, dim1=-2, dim2=-1)[..., offset:].mean(dim=(0, -1))
+    with pytest.raises(checks.CheckFailed, match=r"induction_score, seg_len=5 offset=1(.|\n)*hint: queries"):
+        lab.check_head_scores(scores.prev_token_score, one_back)
+
+    def in_place(head):
+        def hook(z, _):
+            z[:, :, head] = 0.0
+            return z
+        return hook
+    with pytest.raises(checks.CheckFailed, match="the input tensor after the hook(.|\n)*clone z"):
+        lab.check_hooks(hooks.get_cache, in_place)
+
+    def last_dim(head):
+        return lambda z, _: z.index_fill(-1, torch.tensor([head]), 0.0)
+    with pytest.raises(checks.CheckFailed, match=r"ablate_head\(0\) output, head 0"):
+        lab.check_hooks(hooks.get_cache, last_dim)
+    with pytest.raises(checks.CheckFailed, match="W_enc after one SGD step|does not require grad"):
+        lab.check_sae(lambda sae, h, l1: tuple(t.detach() for t in sae_mod.sae_loss(sae, h, l1)))
+    with pytest.raises(checks.CheckFailed, match=r"W' \(6x4\)(.|\n)*hint: W \+ outer"):
+        lab.check_rome(lambda W, k, v, C_inv: editing.rank_one_edit(W, k, v, C_inv) * 1.01)
+    with pytest.raises(LookupError, match="no expected output is shipped"):
+        lab.check_rome(editing.rank_one_edit, cases=[(3, 9, 3)])
+    lab.check_rome(editing.rank_one_edit, cases=[(3, 9, 3)], reference=editing)
+
+
+def test_the_head_score_table_uses_the_functions_it_is_given(induction):
+    x = tasks.repeated_tokens(8, 10, seed=1, vocab=32)
+    prev, ind = g_scores.head_scores(induction, x, 10, scores.prev_token_score, scores.induction_score)
+    _, cache = hooks.run_with_cache(induction, x)
+    assert torch.equal(ind[1], scores.induction_score(cache["blocks.1.attn.hook_pattern"], 10))
+    assert torch.equal(prev[0], scores.prev_token_score(cache["blocks.0.attn.hook_pattern"]))
+    ones = g_scores.head_scores(induction, x, 10, lambda p: torch.ones(p.shape[1]), lambda p, L, o: torch.zeros(p.shape[1]))
+    assert ones[0].eq(1).all() and ones[1].eq(0).all()
+
+
+def test_reference_solution_follows_the_code_policy():
+    released = nbformat.read(samples.notebook_path(samples.release_dir(), LAB), as_version=4)
+    assert policy.check_notebook(samples.make_sample(LAB, "reference"), LAB, released) == []
+
+
+def test_released_notebook_names_neither_kernels_nor_the_grader():
+    for cell in grading.released_notebook(LAB).cells:
+        assert "kernels" not in cell.source and "GRADER" not in cell.source, cell.source

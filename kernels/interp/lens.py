@@ -1,4 +1,4 @@
-"""The logit lens: read the residual stream at every depth with the model's own unembedding.
+"""The logit lens (lab 07's answer): read the residual stream at every depth with the model's own unembedding.
 
 The residual stream is a sum: embeddings + every layer's output. If the last layers mostly refine
 the prediction, unembedding an intermediate state (final LayerNorm, then W_U, as if the remaining
@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import torch
 
+from genfast.interp.lens import resid_names
 
-def resid_names(model):
-    """The residual stream before block 0 and after every block: n_layer + 1 states."""
-    return ["blocks.0.hook_resid_pre"] + [f"blocks.{l}.hook_resid_post" for l in range(model.cfg.n_layer)]
+from .hooks import run_with_cache
 
 
 @torch.no_grad()
@@ -19,10 +18,5 @@ def logit_lens(model, tokens):
     """(n_layer + 1, B, T, vocab): logits decoded from the residual stream at each depth.
     The last row equals the model's logits."""
     names = resid_names(model)
-    _, cache = model.run_with_cache(tokens, names=names)
+    _, cache = run_with_cache(model, tokens, names=names)
     return torch.stack([model.to_logits(cache[n]) for n in names])
-
-
-def token_rank(logits, target):
-    """Rank (0 = top) of `target` (...,) in `logits` (..., vocab)."""
-    return (logits > logits.gather(-1, target[..., None])).sum(-1)

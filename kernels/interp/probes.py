@@ -1,17 +1,12 @@
-"""Linear probes: is a property of the input linearly readable from a layer's activations?
+"""Linear probes (lab 07's answers): is a property of the input linearly readable from a layer's activations?
 
 A probe is fitted in closed form (ridge regression on +-1 targets, a bias column appended) on a train
-split and scored on a test split. Accuracy alone proves little: a probe can *learn* the task itself
-if it is expressive enough, or read an easier correlate. So compare with controls:
-- the same probe on random labels (what memorisation alone gives on the test split: ~chance);
-- the same probe on a randomly initialised model of the same shape (what the architecture gives
-  without training).
+split and scored on a test split, against controls (random labels; an untrained model). The data
+(`prev_token_probe_data`, `layer_features`) are the learner's: genfast.interp.probes.
 """
 from __future__ import annotations
 
 import torch
-
-from . import tasks
 
 
 def fit_probe(X: torch.Tensor, y: torch.Tensor, lam: float = 1e-2) -> torch.Tensor:
@@ -27,28 +22,6 @@ def probe_accuracy(w: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> float:
     """Fraction of rows where sign([X 1] w) agrees with y (1 -> positive)."""
     pred = (X @ w[:-1] + w[-1]) > 0
     return (pred == y.bool()).float().mean().item()
-
-
-def prev_token_probe_data(n: int, T: int = 24, seed: int = 0, vocab: int = 32):
-    """Random sequences (n, T) after BOS, and per position t >= 2 the label 'the PREVIOUS token is in the
-    lower half of the vocabulary' (n, T), -1 where undefined. A token's own embedding says nothing about
-    its neighbour: the information must be moved there by attention (a previous-token head)."""
-    gen = torch.Generator().manual_seed(seed)
-    tokens = torch.randint(1, vocab, (n, T), generator=gen)
-    tokens[:, 0] = tasks.BOS
-    y = torch.full((n, T), -1)
-    y[:, 2:] = (tokens[:, 1:-1] < vocab // 2).long()
-    return tokens, y
-
-
-@torch.no_grad()
-def layer_features(model, tokens, y):
-    """({name: (N, d)}, labels (N,)): the residual stream before block 0 and after every block at
-    every position where y >= 0."""
-    from .lens import resid_names
-    _, cache = model.run_with_cache(tokens, names=resid_names(model))
-    keep = y >= 0
-    return {n: cache[n][keep] for n in resid_names(model)}, y[keep]
 
 
 def probe_by_layer(feats: dict, y, n_train: int, lam=1e-2, seed=0):

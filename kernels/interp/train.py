@@ -1,4 +1,4 @@
-"""Train the lab's small models on a CPU and save them as fp16 checkpoints in kernels/interp/.
+"""Train the lab's small models on a CPU and save them as fp16 checkpoints in genfast/interp/ (shipped to learners).
 
     python -m kernels.interp.train              # all of them (a few minutes on 2 cores)
     python -m kernels.interp.train induction    # or one: induction | modadd | facts | sae
@@ -19,9 +19,11 @@ import time
 import torch
 import torch.nn.functional as F
 
-from . import sae as sae_mod
-from . import tasks
-from .hooked import Config, HookedTransformer, from_tinylm, save
+from genfast.interp import sae as sae_mod
+from genfast.interp import tasks
+from genfast.interp.hooked import Config, HookedTransformer, from_tinylm, save
+
+from .sae import sae_loss
 
 IND_CFG = dict(vocab_size=32, n_ctx=32, d_model=64, n_layer=2, n_head=4, d_mlp=0)
 MOD_CFG = dict(vocab_size=tasks.P + 1, n_ctx=3, d_model=64, n_layer=1, n_head=4, d_mlp=256)
@@ -95,7 +97,7 @@ def train_sae(steps=1500, batch=1024):
     gen = torch.Generator().manual_seed(0)
     for step in range(steps):
         h = acts[torch.randint(0, len(acts), (batch,), generator=gen)]
-        loss, _, _ = sae_mod.sae_loss(sae, h, SAE_L1)
+        loss, _, _ = sae_loss(sae, h, SAE_L1)
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -14,15 +14,18 @@ activation passes through a `HookPoint`, an identity module with a name:
     ln_final.hook_normalized                        what the unembedding reads
 
 A hook is `fn(activation, hook) -> None or a replacement tensor`, so the same mechanism reads
-(cache), ablates (return zeros), patches (return another run's activation) and steers (return
+(a cache), ablates (return zeros), patches (return another run's activation) and steers (return
 activation + direction):
 
-    logits, cache = model.run_with_cache(tokens)          # cache["blocks.0.attn.hook_pattern"]
     logits = model.run_with_hooks(tokens, fwd_hooks=[("blocks.1.attn.hook_z", fn)])
     with model.hooks([(name, fn)]): ...                    # the same, as a context manager
 
+There is no `run_with_cache` here: reading activations into a cache is lab 07's first exercise
+(`get_cache`), and the notebook reads activations with the learner's own from then on.
+
 Models with d_mlp = 0 are attention-only (no MLP sublayer). `from_tinylm` converts the course's
-Shakespeare GPT (genfast/tinylm) into this class with identical logits.
+Shakespeare GPT (genfast/tinylm) into this class with identical logits. The shipped checkpoints
+(`load`) live next to this file; the instructor trains them (deterministic, on a CPU).
 """
 from __future__ import annotations
 
@@ -175,19 +178,6 @@ class HookedTransformer(nn.Module):
         with self.hooks(fwd_hooks):
             return self(tokens)
 
-    def run_with_cache(self, tokens, names=None, fwd_hooks=()):
-        """(logits, cache): cache[name] is the activation at every hook point (or those in `names`),
-        recorded after any replacement made by `fwd_hooks`."""
-        cache = {}
-
-        def save(x, hook):
-            cache[hook.name] = x.detach()
-
-        wanted = self.hook_points if names is None else names
-        with self.hooks(list(fwd_hooks) + [(n, save) for n in wanted]):
-            logits = self(tokens)
-        return logits, cache
-
     # ---------------------------------------------------------------- helpers
     def to_logits(self, resid):
         """Unembed a residual-stream state as the final layer would (final LayerNorm, then W_U)."""
@@ -195,7 +185,7 @@ class HookedTransformer(nn.Module):
 
 
 def save(model: HookedTransformer, name: str, **info) -> Path:
-    """fp16 weights and the config, in kernels/interp/<name>.pt."""
+    """fp16 weights and the config, in genfast/interp/<name>.pt (the instructor's training script)."""
     state = {k: v.detach().half() for k, v in model.state_dict().items()}
     path = CHECKPOINT_DIR / f"{name}.pt"
     torch.save({"config": asdict(model.cfg), "state_dict": state, "info": info}, path)
@@ -207,7 +197,8 @@ def load(name: str) -> HookedTransformer:
     what the training script recorded (task parameters, final metrics)."""
     path = CHECKPOINT_DIR / f"{name}.pt"
     if not path.exists():
-        raise FileNotFoundError(f"no checkpoint {path}; train it with: python -m kernels.interp.train {name}")
+        raise FileNotFoundError(f"no checkpoint {path}: the course's checkpoints ship with genfast "
+                                f"(induction, modadd, facts); reinstall it")
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     model = HookedTransformer(Config(**ckpt["config"]))
     model.load_state_dict({k: v.float() for k, v in ckpt["state_dict"].items()})

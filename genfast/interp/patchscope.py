@@ -19,11 +19,15 @@ def patchscope(model, source, target, layer: int, position: int = -1):
     (layer == n_layer: the final residual stream) at `position` into the target run."""
     name = (f"blocks.{layer}.hook_resid_pre" if layer < model.cfg.n_layer
             else f"blocks.{model.cfg.n_layer - 1}.hook_resid_post")
-    _, cache = model.run_with_cache(source, names=[name])
+    state = []
 
-    def hook(x, _):
+    def read(x, _):
+        state.append(x[:, position].clone())     # returns None: the source run is not changed
+
+    def write(x, _):
         x = x.clone()
-        x[:, position] = cache[name][:, position]
+        x[:, position] = state[0]
         return x
 
-    return model.run_with_hooks(target, [(name, hook)])[:, -1]
+    model.run_with_hooks(source, [(name, read)])
+    return model.run_with_hooks(target, [(name, write)])[:, -1]
