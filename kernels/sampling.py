@@ -22,11 +22,18 @@ ever written to memory. The steps, for a row x of logits:
 
 `torch_sample` computes the same thing in plain PyTorch (the same token for the same
 noise, ties aside) and `torch_filtered_probs` gives the filtered distribution itself, for
-chi-square tests of the sampler.
+chi-square tests of the sampler. `torch_temperature_probs` and `torch_repetition_penalty`
+are the references of the lab's temperature and repetition penalty (CTRL). These references
+are lab01's answers: they stay instructor-side, and the learner install (genfast) ships only
+their outputs on the visible cases (genfast/fixtures/lab01_generation.pt, built by
+kernels/fixtures/lab01_generation.py). The launch settings are genfast's, shared with the
+learner's launcher.
 """
 import torch
 import triton
 import triton.language as tl
+
+from genfast.labs.lab01_generation import sample_launch_config  # the learner's launcher uses the same settings
 
 
 @triton.jit
@@ -109,11 +116,8 @@ def fused_sample(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0,
     uniform = uniform if uniform.stride(1) == 1 else uniform.contiguous()
     B, V = logits.shape
     out = torch.empty(B, dtype=torch.int64, device=logits.device)
-    block_v = triton.next_power_of_2(V)
-    num_warps = 4 if block_v <= 2048 else 8 if block_v <= 8192 else 16
     fused_sample_kernel[(B,)](logits, uniform, out, V, logits.stride(0), uniform.stride(0),
-                              1.0 / temperature, int(top_k), float(top_p), BLOCK_V=block_v,
-                              num_warps=num_warps)
+                              1.0 / temperature, int(top_k), float(top_p), **sample_launch_config(V))
     return out
 
 
@@ -152,6 +156,19 @@ def torch_sample(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0,
         uniform = torch.rand(logits.shape, device=logits.device).clamp_(1e-10, 1 - 1e-7)
     _check_args(logits, temperature, top_k, top_p, uniform)
     return (torch_filtered_logits(logits, temperature, top_k, top_p) + gumbel(uniform)).argmax(dim=-1)
+
+
+def torch_temperature_probs(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """The reference of the lab's temperature_probs: softmax(logits / temperature), float32."""
+    return torch.softmax(logits.float() / temperature, dim=-1)
+
+
+def torch_repetition_penalty(logits: torch.Tensor, prev_ids: torch.Tensor, penalty: float) -> torch.Tensor:
+    """CTRL's repetition penalty on logits (V,): every token that occurs in prev_ids (once, however
+    often) gets l / penalty if l > 0, else l * penalty; a new tensor."""
+    seen = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
+    seen[prev_ids] = True
+    return torch.where(seen, torch.where(logits > 0, logits / penalty, logits * penalty), logits)
 
 
 def bytes_moved(n_rows: int, vocab: int, element_size: int) -> int:

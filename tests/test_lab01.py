@@ -1,4 +1,6 @@
-"""Lab 01 (generation): the shipped tiny model, the fused sampling kernel, speculative decoding."""
+"""Lab 01 (generation): the shipped tiny model, the fused sampling kernel, speculative decoding,
+the learner-side checks (genfast.labs.lab01_generation) and the released notebook."""
+import json
 from pathlib import Path
 
 import nbformat
@@ -6,12 +8,14 @@ import pytest
 import torch
 
 from genfast import checks
+from genfast.labs import lab01_generation as lab
 from autograder import samples
 from kernels import sampling
 from genfast.tinylm import data, load, train
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCE = ROOT / "solutions" / "lab01_generation" / "lab01_generation.ipynb"
+LAB = "lab01_generation"
+SOURCE = ROOT / "solutions" / LAB / f"{LAB}.ipynb"
 
 
 def noise(B, V, seed):
@@ -120,14 +124,7 @@ def test_torch_sample_distribution():
 def solution_namespace(*cells):
     nb = nbformat.read(SOURCE, as_version=4)
     sources = {c.metadata.get("nbgrader", {}).get("grade_id"): c.source for c in nb.cells}
-    ns = {"torch": torch}
-
-    @torch.no_grad()
-    def prefix_logits(model, ids, n=1):
-        return model(ids[None])[0, -n:].float()
-
-    ns["prefix_logits"] = prefix_logits
-    ns["next_logits"] = lambda model, ids: prefix_logits(model, ids, 1)[0]
+    ns = {"torch": torch, "prefix_logits": lab.prefix_logits, "next_logits": lab.next_logits}
     for cell in cells:
         exec(samples.solution_code(sources[cell]), ns)
     return ns
@@ -145,3 +142,56 @@ def test_speculative_solution_samples_target():
     p = torch.softmax(target, -1)
     exact = torch.einsum("a,ab,bc->abc", p[0], p, p).flatten()
     checks.check_distribution(outs[:, 0] * 16 + outs[:, 1] * 4 + outs[:, 2], exact, what="speculative samples")
+
+
+# ---- the learner-side checks and the released notebook -------------------------------------
+
+def test_checks_pass_the_solutions_and_the_references():
+    """The visible checks (shipped fixtures) and the grader's (references) pass the solutions;
+    the fixtures agree with the reference kernel itself."""
+    ns = solution_namespace("greedy_generate", "temperature_probs", "top_k_filter", "top_p_filter",
+                            "repetition_penalty", "beam_search")
+    lab.check_temperature(ns["temperature_probs"])
+    lab.check_temperature(ns["temperature_probs"], reference=sampling.torch_temperature_probs,
+                          cases=[*lab.TEMPERATURE_CASES, lab.temperature_case("T=0.01", (2, 30), 0.01, scale=10.0)])
+    lab.check_top_k(ns["top_k_filter"])
+    lab.check_top_k(ns["top_k_filter"], reference=sampling.torch_filtered_logits,
+                    cases=[*lab.TOP_K_CASES, lab.filter_case("k>V keeps all", (2, 17), seed=4, k=40)])
+    lab.check_top_p(ns["top_p_filter"])
+    lab.check_top_p(ns["top_p_filter"], reference=sampling.torch_filtered_logits)
+    lab.check_repetition_penalty(ns["repetition_penalty"], reference=sampling.torch_repetition_penalty,
+                                 cases=[lab.penalty_case("79 logits", 79, 40, 1.3, seed=8, prev_seed=7)])
+    lab.check_beam_search(ns["beam_search"], ns["greedy_generate"])
+    lab.check_fused_sample(sampling.fused_sample)                       # the reference kernel vs the fixtures
+    lab.check_fused_sample(sampling.fused_sample, reference=sampling.torch_sample)
+    lab.check_sample_distribution(sampling.fused_sample)
+
+
+def test_checks_catch_the_buggy_top_p():
+    buggy = lambda logits, p: sampling.torch_filtered_logits(logits, 1.0, 0, min(1.0, p * 0.5))
+    with pytest.raises(checks.CheckFailed, match="top_p_filter|case"):
+        lab.check_top_p(buggy)
+
+
+def test_launch_settings_are_shared():
+    assert sampling.sample_launch_config is lab.sample_launch_config
+    assert lab.sample_launch_config(79) == dict(BLOCK_V=128, num_warps=4)
+    assert lab.sample_launch_config(1)["BLOCK_V"] == 1
+    assert lab.sample_launch_config(32000) == dict(BLOCK_V=32768, num_warps=16)
+
+
+def _released():
+    return json.loads(samples.notebook_path(samples.release_dir(), LAB).read_text())
+
+
+def test_reference_solution_follows_the_code_policy():
+    from genfast import policy
+    nb = json.loads(json.dumps(samples.make_sample(LAB, "reference")))
+    assert policy.check_notebook(nb, LAB, _released()) == []
+
+
+def test_released_notebook_names_no_instructor_code():
+    for cell in _released()["cells"]:
+        source = "".join(cell["source"])
+        for word in ("kernels", "GRADER", "autograder"):
+            assert word not in source, f"{word!r} in a released cell:\n{source}"
