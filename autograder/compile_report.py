@@ -42,6 +42,7 @@ class KernelSpec:
     scalars: dict[str, str] = field(default_factory=dict)  # non-i32 scalars -> "fp32", "i64"
     reference: bool = True                          # a reference configuration must not spill
     uses_dot: bool = False                          # must show tensor-core instructions
+    known_spill: str = ""                           # why a reference may spill for now (shown in the report)
 
 
 @dataclass
@@ -110,9 +111,13 @@ def describe(config: dict) -> str:
 
 def rows_for(spec: KernelSpec, targets=tuple(TARGETS)) -> list[Row]:
     rows = []
-    fn = spec.get()
-    while not hasattr(fn, "arg_names"):  # an autotuner or heuristics wraps the JITFunction
-        fn = fn.fn
+    try:
+        fn = spec.get()
+        while not hasattr(fn, "arg_names"):  # an autotuner or heuristics wraps the JITFunction
+            fn = fn.fn
+    except Exception as exc:  # the kernel's source does not even load: one row per target says so
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        return [Row(spec.name, target, "-", -1, -1, -1, -1, error=first) for target in targets]
     for config in spec.configs():
         options = {k: config[k] for k in LAUNCH_OPTIONS if k in config}
         constexpr_config = {k: v for k, v in config.items() if k not in LAUNCH_OPTIONS}
@@ -136,7 +141,7 @@ def problems(spec: KernelSpec, rows: list[Row]) -> list[str]:
         where = f"{row.kernel} [{row.target}; {row.config}]"
         if row.error:
             found.append(f"{where}: does not compile: {row.error}")
-        elif spec.reference and row.spill_bytes > 0:
+        elif spec.reference and row.spill_bytes > 0 and not spec.known_spill:
             found.append(f"{where}: spills {row.spill_bytes} bytes ({row.registers} registers)")
         elif spec.uses_dot and row.mma_instructions == 0:
             found.append(f"{where}: calls tl.dot but has no tensor-core instruction")
@@ -145,17 +150,14 @@ def problems(spec: KernelSpec, rows: list[Row]) -> list[str]:
 
 # solution kernels: the instructor's solution cell, compiled as the learner's kernel would be
 def solution_kernel(lab: str, cell: str, name: str):
-    """The Triton kernel `name` defined in solution cell `cell` of solutions/<lab> (with the
-    other jit functions of that cell), compiled from its own source."""
+    """The Triton kernel `name` defined in solution cell `cell` of solutions/<lab>, compiled from
+    its own source together with the jit helpers the notebook's other cells define."""
     import nbformat
     from autograder import config
     nb = nbformat.read(config.ROOT / "solutions" / lab / f"{lab}.ipynb", as_version=4)
-    source = next(c.source for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == cell)
-    tree = ast.parse(source)
-    jitted = [node for node in tree.body if isinstance(node, ast.FunctionDef)
-              and any("jit" in ast.unparse(d) for d in node.decorator_list)]
-    lines = source.splitlines()
-    code = "\n\n".join("\n".join(lines[node.decorator_list[0].lineno - 1:node.end_lineno]) for node in jitted)
+    cells = [c for c in nb.cells if c.cell_type == "code"]
+    cells.sort(key=lambda c: c.metadata.get("nbgrader", {}).get("grade_id") == cell)  # its own cell last
+    code = "\n\n".join(_jit_functions(c.source) for c in cells)
     folder = Path(os.environ.get("COURSE_COMPILE_DIR", "/tmp/course-compile")) / lab
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{cell}.py"  # triton.jit reads the source from a file
@@ -167,17 +169,36 @@ def solution_kernel(lab: str, cell: str, name: str):
     return getattr(module, name)
 
 
+def _jit_functions(source: str) -> str:
+    """The @triton.jit functions of a cell's source, decorators included."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return ""
+    lines = source.splitlines()
+    return "\n\n".join("\n".join(lines[node.decorator_list[0].lineno - 1:node.end_lineno]) for node in tree.body
+                        if isinstance(node, ast.FunctionDef) and any(ast.unparse(d).startswith("triton.jit")
+                                                                for d in node.decorator_list))
+
+
 def registry() -> list[KernelSpec]:
     from autograder import compile_kernels
     return compile_kernels.SPECS
 
 
-def report(only: str | None = None, targets=tuple(TARGETS)) -> tuple[list[Row], list[str]]:
+def _rows_of(index: int, targets) -> list[Row]:
+    return rows_for(registry()[index], targets)
+
+
+def report(only: str | None = None, targets=tuple(TARGETS), workers: int | None = None) -> tuple[list[Row], list[str]]:
+    """Compile every registered kernel (those whose name contains `only`), one process per core."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    specs = [(i, spec) for i, spec in enumerate(registry()) if not only or only in spec.name]
+    with ProcessPoolExecutor(workers or os.cpu_count() or 1, mp_context=multiprocessing.get_context("fork")) as pool:
+        results = list(pool.map(_rows_of, [i for i, _ in specs], [targets] * len(specs)))
     rows, found = [], []
-    for spec in registry():
-        if only and only not in spec.name:
-            continue
-        spec_rows = rows_for(spec, targets)
+    for (_, spec), spec_rows in zip(specs, results):
         rows += spec_rows
         found += problems(spec, spec_rows)
     return rows, found
@@ -209,6 +230,9 @@ def main(csv_path: str | None = None, only: str | None = None) -> int:
             writer.writeheader()
             writer.writerows(r.as_dict() for r in rows)
         print(f"\nwrote {csv_path}")
+    known = sorted({f"{s.name}: {s.known_spill}" for s in registry() if s.known_spill and (not only or only in s.name)})
+    if known:
+        print("\nknown spills (not yet fixed):\n  " + "\n  ".join(known))
     print("\n" + ("clean: every kernel compiles for sm_80 and sm_90, no reference spills, every tl.dot uses tensor cores"
                   if not found else "problems:\n  " + "\n  ".join(found)))
     return 1 if found else 0

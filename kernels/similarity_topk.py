@@ -32,7 +32,7 @@ import triton.language as tl
 from genfast.agents.topk_launch import block_config, bytes_moved, merge_candidates, split_documents  # noqa: F401
 from kernels.agents.retrieval import topk_scores
 
-BIG_INDEX = 2147483647
+BIG_INDEX = tl.constexpr(2147483647)  # a jit function may only read constexpr globals
 
 
 def torch_similarity_topk(q: torch.Tensor, docs: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
