@@ -238,13 +238,6 @@ def test_the_reference_kernels_use_the_launchers_tiles():
 def _released():
     return json.loads((ROOT / "labs" / LAB / f"{LAB}.ipynb").read_text())
 
-
-def test_reference_solution_follows_the_code_policy():
-    from autograder import samples
-    from genfast import policy
-    assert policy.check_notebook(samples.make_sample(LAB, "reference"), LAB, _released()) == []
-
-
 def test_released_notebook_names_no_instructor_code():
     text = "\n".join("".join(c["source"]) for c in _released()["cells"])
     assert "kernels" not in text and "GRADER" not in text and "autograder" not in text

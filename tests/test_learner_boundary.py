@@ -57,3 +57,12 @@ def test_every_sample_follows_the_code_policy(student):
             continue
         found = policy.check_notebook(samples.make_sample(lab, student), lab, grading.released_notebook(lab))
         assert not found, f"{lab}/{student}: " + "; ".join(f"{label}: {f}" for _, label, fs in found for f in fs)
+
+
+def test_released_labs_name_neither_the_references_nor_the_grader():
+    import re
+    from autograder import grading
+    for lab in grading.all_labs():
+        for cell in grading.released_notebook(lab).cells:
+            assert not re.search(r"\b(from|import) kernels\b|\bkernels\.\w|GRADER", cell.source), \
+                f"labs/{lab}: {cell.source[:200]}"
