@@ -81,11 +81,7 @@ def backward_inputs(B, H, N, d):
 
 
 def _shipped(key: str):
-    try:
-        return fixtures.load(LAB, key)
-    except KeyError:
-        raise LookupError(f"no expected output is shipped for '{key}': the visible checks run the lab's "
-                          f"own cases; the grader checks other cases against the reference") from None
+    return fixtures.load(LAB, key)
 
 
 def _on_device(x):

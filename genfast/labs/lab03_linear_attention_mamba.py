@@ -261,11 +261,7 @@ def scan_dtypes() -> list:
 
 
 def _shipped(key: str):
-    try:
-        return fixtures.load(LAB, key)
-    except KeyError:
-        raise LookupError(f"no expected output is shipped for '{key}': the visible checks run the lab's "
-                          f"own cases; the grader checks other cases against the reference") from None
+    return fixtures.load(LAB, key)
 
 
 def _check_cases(fn, cases, reference, prefix, *, name, hint="", atol=None, rtol=None):

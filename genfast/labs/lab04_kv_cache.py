@@ -22,11 +22,7 @@ GiB = 2 ** 30
 
 
 def _expected(key: str, shape_note: str):
-    try:
-        return fixtures.load(LAB, key)
-    except KeyError:
-        raise LookupError(f"no expected output is shipped for {shape_note}: the shipped checks cover the lab's "
-                          f"own cases (the grader checks others against the reference)") from None
+    return fixtures.load(LAB, key, what=shape_note)
 
 
 # 1. the KV cache --------------------------------------------------------------------

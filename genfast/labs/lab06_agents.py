@@ -22,11 +22,7 @@ LAB = "lab06_agents"
 
 
 def _shipped(key: str):
-    try:
-        return fixtures.load(LAB, key)
-    except KeyError:
-        raise LookupError(f"no expected output is shipped for '{key}': the visible checks run the lab's "
-                          f"own cases; the grader checks other cases against the reference") from None
+    return fixtures.load(LAB, key)
 
 
 def _not_implemented(name: str) -> checks.CheckFailed:

@@ -46,11 +46,7 @@ def key(*parts) -> str:
 
 
 def _expected(name: str, what: str):
-    try:
-        return fixtures.load(LAB, name)
-    except KeyError:
-        raise LookupError(f"no expected output is shipped for {what}: the shipped checks cover the lab's "
-                          f"own cases (the grader checks others against the reference)") from None
+    return fixtures.load(LAB, name, what=what)
 
 
 def randn(*shape, seed, scale=1.0) -> torch.Tensor:
