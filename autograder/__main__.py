@@ -15,7 +15,7 @@
                                    report, bench, the samples graded with speed live, speed stability
   bench                            reference kernels against the hardware limit (GPU)
   fixtures  [LAB ...]              the learner install's expected outputs, from the references
-  compile-report [--csv FILE]      registers, spills, shared memory, tensor-core instructions of every
+  compile-report [--csv FILE] [--write-reference]  registers, spills, shared memory, tensor-core instructions of every
                                    Triton kernel for sm_80 and sm_90, compiled ahead of time on this machine
   learner-dist [--out dist]        the learner install: a wheel of genfast alone (no answers)
   stress    [--lab LAB] [-n 200] [--workers 2]   throughput and peak memory on many submissions
@@ -88,6 +88,8 @@ def main(argv=None) -> None:
     p = sub.add_parser("compile-report")
     p.add_argument("--csv", default=None)
     p.add_argument("--only", default=None, help="only kernels whose name contains this")
+    p.add_argument("--write-reference", action="store_true",
+                   help="also write the reference figures genfast ships (genfast/fixtures/compile_reference.json)")
     sub.add_parser("learner-dist").add_argument("--out", type=Path, default=config.ROOT / "dist")
     p = sub.add_parser("stress")
     p.add_argument("--lab", default="lab00_triton_warmup")
@@ -130,7 +132,7 @@ def main(argv=None) -> None:
         benchmarks.main()
     elif args.command == "compile-report":
         from . import compile_report
-        sys.exit(compile_report.main(args.csv, args.only))
+        sys.exit(compile_report.main(args.csv, args.only, args.write_reference))
     elif args.command == "learner-dist":
         from . import learner
         print(learner.build_wheel(args.out))

@@ -3,26 +3,20 @@ arguments, and the launch configurations it can use on a GPU (see compile_report
 
 Reference kernels are listed at every configuration their launcher or autotuner can pick; each
 lab's solution kernel at the configuration of the launcher the lab gives the learner, so that
-the report shows the learner and the reference racing in the same class of configuration.
+the report shows the learner and the reference racing in the same class of configuration. A
+lab's kernel signatures (argument types, launcher configurations) live with its check helpers in
+genfast/labs/<lab>.py: the speed cells compile the learner's own kernel from them on a machine
+without a GPU, and the solution rows here use the same ones.
 """
 from __future__ import annotations
 
-import contextlib
 import importlib
 
+from genfast.compile_info import KernelSignature, as_on_gpu, gpu_configs
+from genfast.labs import (lab00_triton_warmup as lab00, lab02_attention as lab02, lab03_linear_attention_mamba as lab03,
+                          lab04_kv_cache as lab04, lab05_dataset_cards as lab05, lab06_agents as lab06)
+
 from .compile_report import KernelSpec, solution_kernel
-
-
-@contextlib.contextmanager
-def as_on_gpu():
-    """Evaluate launch-configuration functions as they would on a GPU."""
-    from genfast import runtime
-    saved = runtime.on_gpu
-    runtime.on_gpu = lambda: True
-    try:
-        yield
-    finally:
-        runtime.on_gpu = saved
 
 
 def gpu_config(module: str, function: str, *args, **kwargs) -> dict:
@@ -34,35 +28,34 @@ def attr(module: str, name: str):
     return lambda: getattr(importlib.import_module(module), name)
 
 
+def reference(name: str, module: str, kernel: str, signature: KernelSignature, **options) -> KernelSpec:
+    """A reference kernel at the configurations of the learner's launcher it races."""
+    return KernelSpec(name, attr(module, kernel), signature.pointers, lambda: gpu_configs(signature),
+                      signature.scalars, **options)
+
+
+def solution(lab: str, cell: str, signature: KernelSignature, label: str = "", **options) -> KernelSpec:
+    """A lab's solution kernel, compiled from the notebook's cells, at its launcher's configurations."""
+    return KernelSpec(f"{lab[:5]} {label or signature.name} (solution)",
+                      lambda: solution_kernel(lab, cell, signature.name), signature.pointers,
+                      lambda: gpu_configs(signature), signature.scalars, reference=False, **options)
+
+
 F16 = "*fp16"
 F32 = "*fp32"
 
 SPECS: list[KernelSpec] = [
     # lab00 ---------------------------------------------------------------------------
-    KernelSpec("vector_add.add_kernel (reference)", attr("kernels.vector_add", "add_kernel"),
-               {"x_ptr": F32, "y_ptr": F32, "out_ptr": F32},
-               lambda: [dict(BLOCK_SIZE=2048, num_warps=8)]),
-    KernelSpec("lab00 add_kernel (solution)", lambda: solution_kernel("lab00_triton_warmup", "add_kernel", "add_kernel"),
-               {"x_ptr": F32, "y_ptr": F32, "out_ptr": F32},
-               lambda: [dict(BLOCK_SIZE=2048, num_warps=8)], reference=False),
-    KernelSpec("softmax.softmax_kernel (reference)", attr("kernels.softmax", "softmax_kernel"),
-               {"x_ptr": F32, "out_ptr": F32}, lambda: [dict(BLOCK=1024, num_warps=8)]),
-    KernelSpec("lab00 softmax_kernel (solution)",
-               lambda: solution_kernel("lab00_triton_warmup", "softmax_kernel", "softmax_kernel"),
-               {"x_ptr": F32, "out_ptr": F32}, lambda: [dict(BLOCK=1024, num_warps=8)], reference=False),
-    KernelSpec("matmul.matmul_kernel (reference)", attr("kernels.matmul", "matmul_kernel"),
-               {"a_ptr": F16, "b_ptr": F16, "c_ptr": F16},
-               lambda: [gpu_config("genfast.labs.lab00_triton_warmup", "matmul_block_sizes")], uses_dot=True),
-    KernelSpec("lab00 matmul_kernel (solution)",
-               lambda: solution_kernel("lab00_triton_warmup", "matmul_kernel", "matmul_kernel"),
-               {"a_ptr": F16, "b_ptr": F16, "c_ptr": F16},
-               lambda: [gpu_config("genfast.labs.lab00_triton_warmup", "matmul_block_sizes")],
-               reference=False, uses_dot=True),
+    reference("vector_add.add_kernel (reference)", "kernels.vector_add", "add_kernel", lab00.ADD_KERNEL),
+    solution("lab00_triton_warmup", "add_kernel", lab00.ADD_KERNEL),
+    reference("softmax.softmax_kernel (reference)", "kernels.softmax", "softmax_kernel", lab00.SOFTMAX_KERNEL),
+    solution("lab00_triton_warmup", "softmax_kernel", lab00.SOFTMAX_KERNEL),
+    reference("matmul.matmul_kernel (reference)", "kernels.matmul", "matmul_kernel", lab00.MATMUL_KERNEL,
+              uses_dot=True),
+    solution("lab00_triton_warmup", "matmul_kernel", lab00.MATMUL_KERNEL, uses_dot=True),
 ]
 
 # lab02: FlashAttention forward, bf16, head dims 64 and 128, causal and not ------------------
-ATTENTION_POINTERS = {"Q": "*bf16", "K": "*bf16", "V": "*bf16", "O": "*bf16", "LSE": "*fp32"}
-ATTENTION_SCALARS = {"sm_scale": "fp32"}
 ATTENTION_SHAPES = [(d, causal) for d in (64, 128) for causal in (False, True)]
 
 
@@ -78,48 +71,23 @@ def attention_autotune_configs() -> list[dict]:
     return out
 
 
-def attention_launcher_configs() -> list[dict]:
-    return [dict(gpu_config("genfast.labs.lab02_attention", "block_config", d, causal), HEAD_DIM=d, CAUSAL=causal)
-            for d, causal in ATTENTION_SHAPES]
-
-
 SPECS += [
     KernelSpec("attention._attn_fwd (reference, autotuned)", attr("kernels.attention", "_attn_fwd"),
-               ATTENTION_POINTERS, attention_autotune_configs, ATTENTION_SCALARS, uses_dot=True),
-    KernelSpec("attention._attn_fwd (reference, fixed config)", attr("kernels.attention", "_attn_fwd"),
-               ATTENTION_POINTERS, attention_launcher_configs, ATTENTION_SCALARS, uses_dot=True),
-    KernelSpec("lab02 flash_fwd_kernel (solution)",
-               lambda: solution_kernel("lab02_attention", "flash_kernel", "flash_fwd_kernel"),
-               ATTENTION_POINTERS, attention_launcher_configs, ATTENTION_SCALARS, reference=False, uses_dot=True),
+               lab02.FLASH_KERNEL.pointers, attention_autotune_configs, lab02.FLASH_KERNEL.scalars, uses_dot=True),
+    reference("attention._attn_fwd (reference, fixed config)", "kernels.attention", "_attn_fwd", lab02.FLASH_KERNEL,
+              uses_dot=True),
+    solution("lab02_attention", "flash_kernel", lab02.FLASH_KERNEL, uses_dot=True),
 ]
 
 # lab03: chunked linear attention (bf16) and the selective scan (fp32) ------------------------
-LINEAR_POINTERS = {"Q": "*bf16", "K": "*bf16", "V": "*bf16", "O": "*bf16", "LOG2_GAMMA": "*fp32"}
-SCAN_POINTERS = {name: "*fp32" for name in ("X", "DELTA", "A", "BM", "CM", "Y")}
-
-
-def chunked_configs(upcast: bool | None = False) -> list[dict]:
-    extra = {} if upcast is None else {"UPCAST": upcast}
-    return [dict(gpu_config("genfast.labs.lab03_linear_attention_mamba", "chunked_block_config", d, d), **extra)
-            for d in (64, 128)]
-
-
-def scan_configs() -> list[dict]:
-    return [gpu_config("genfast.labs.lab03_linear_attention_mamba", "scan_block_config", 512, s) for s in (16, 64)]
-
-
 SPECS += [
     KernelSpec("linear_attention._chunked_linear_attention_fwd (reference)",
-               attr("kernels.linear_attention", "_chunked_linear_attention_fwd"), LINEAR_POINTERS, chunked_configs,
-               uses_dot=True),
-    KernelSpec("lab03 chunked_la_kernel (solution)",
-               lambda: solution_kernel("lab03_linear_attention_mamba", "chunked_kernel", "chunked_la_kernel"),
-               LINEAR_POINTERS, lambda: chunked_configs(None), reference=False, uses_dot=True),
-    KernelSpec("selective_scan._selective_scan_fwd (reference)", attr("kernels.selective_scan", "_selective_scan_fwd"),
-               SCAN_POINTERS, scan_configs),
-    KernelSpec("lab03 selective_scan_kernel (solution)",
-               lambda: solution_kernel("lab03_linear_attention_mamba", "selective_scan_kernel", "selective_scan_kernel"),
-               SCAN_POINTERS, scan_configs, reference=False),
+               attr("kernels.linear_attention", "_chunked_linear_attention_fwd"), lab03.CHUNKED_KERNEL.pointers,
+               lambda: [dict(c, UPCAST=False) for c in gpu_configs(lab03.CHUNKED_KERNEL)], uses_dot=True),
+    solution("lab03_linear_attention_mamba", "chunked_kernel", lab03.CHUNKED_KERNEL, uses_dot=True),
+    reference("selective_scan._selective_scan_fwd (reference)", "kernels.selective_scan", "_selective_scan_fwd",
+              lab03.SCAN_KERNEL),
+    solution("lab03_linear_attention_mamba", "selective_scan_kernel", lab03.SCAN_KERNEL),
 ]
 
 # lab01: fused sampling over a 32k and a 128k vocabulary -------------------------------------
@@ -142,69 +110,30 @@ SPECS += [
 ]
 
 # lab04: split-K decode over fp16 / int8 / packed int4 caches (d = 128), and the combine --------
-DECODE_SCALARS = {"sm_scale": "fp32"}
-CACHE_DTYPE = {16: "*fp16", 8: "*i8", 4: "*u8"}
-
-
-def decode_pointers(bits: int) -> dict:
-    return {"Q": "*fp16", "K": CACHE_DTYPE[bits], "V": CACHE_DTYPE[bits], "KS": "*fp32", "VS": "*fp32",
-            "O_PART": "*fp32", "LSE_PART": "*fp32"}
-
-
-def decode_configs(bits: int) -> list[dict]:
-    # genfast.kvcache.split_config on a GPU: 64-token tiles, 4 warps, 2 stages (SPLIT_LEN is an argument)
-    return [dict(BLOCK_N=64, HALF=64, BITS=bits, num_warps=4, num_stages=2)]
-
-
 for _bits in (16, 8, 4):
     SPECS += [
-        KernelSpec(f"kv_cache._decode_split_kernel int{_bits} (reference)", attr("kernels.kv_cache", "_decode_split_kernel"),
-                   decode_pointers(_bits), lambda b=_bits: decode_configs(b), DECODE_SCALARS),
-        KernelSpec(f"lab04 decode_split_kernel int{_bits} (solution)",
-                   lambda: solution_kernel("lab04_kv_cache", "decode_kernel", "decode_split_kernel"),
-                   decode_pointers(_bits), lambda b=_bits: decode_configs(b), DECODE_SCALARS, reference=False),
+        reference(f"kv_cache._decode_split_kernel int{_bits} (reference)", "kernels.kv_cache", "_decode_split_kernel",
+                  lab04.decode_kernel_signature(_bits)),
+        solution("lab04_kv_cache", "decode_kernel", lab04.decode_kernel_signature(_bits),
+                 label=f"decode_split_kernel int{_bits}"),
     ]
 SPECS.append(KernelSpec("kv_cache._combine_kernel (reference)", attr("kernels.kv_cache", "_combine_kernel"),
                         {"O_PART": "*fp32", "LSE_PART": "*fp32", "O": "*fp16"},
                         lambda: [dict(D=128, BLOCK_S=s) for s in (2, 16, 64)]))
 
 # lab05: MinHash signatures (int64 shingles, 128 hash functions) --------------------------------
-MINHASH_POINTERS = {"X": "*i64", "LENGTHS": "*i64", "A": "*i64", "B": "*i64", "SIG": "*i64"}
-
-
-def minhash_configs() -> list[dict]:
-    return [gpu_config("genfast.curation.minhash", "block_config", 128)]
-
-
 SPECS += [
-    KernelSpec("minhash._minhash_kernel (reference)", attr("kernels.minhash", "_minhash_kernel"),
-               MINHASH_POINTERS, minhash_configs),
-    KernelSpec("lab05 minhash_kernel (solution)",
-               lambda: solution_kernel("lab05_dataset_cards", "minhash_kernel", "minhash_kernel"),
-               MINHASH_POINTERS, minhash_configs, reference=False),
+    reference("minhash._minhash_kernel (reference)", "kernels.minhash", "_minhash_kernel", lab05.MINHASH_KERNEL),
+    solution("lab05_dataset_cards", "minhash_kernel", lab05.MINHASH_KERNEL),
 ]
 
 # lab06: fused similarity + running top-8 (32 queries, dim 128, fp16 and fp32 documents) -------
-def topk_pointers(dtype: str) -> dict:
-    return {"Q": dtype, "D": dtype, "OUT_S": "*fp32", "OUT_I": "*i32"}
-
-
-def topk_configs(precision: str) -> list[dict]:
-    # genfast.agents.topk_launch.block_config on a GPU for 32 queries of dimension 128 (it also
-    # counts the SMs, which needs a GPU): 32 x 64 x 64 tiles, 8 warps
-    return [dict(BLOCK_M=32, BLOCK_N=64, BLOCK_D=64, K=8, K_PAD=8, PRECISION=precision, num_warps=8)]
-
-
 # fp32 documents use input_precision="ieee" on purpose (exact scores, so ties resolve as in the
 # torch reference): no tensor cores there, by design; fp16 documents must use them
-TOPK_CASES = (("fp16", "*fp16", "tf32", True), ("fp32", "*fp32", "ieee", False))
-SPECS += [
-    KernelSpec(f"similarity_topk._topk_kernel {name} (reference)", attr("kernels.similarity_topk", "_topk_kernel"),
-               topk_pointers(dtype), lambda p=precision: topk_configs(p), uses_dot=tensor_cores)
-    for name, dtype, precision, tensor_cores in TOPK_CASES
-] + [
-    KernelSpec(f"lab06 topk_kernel {name} (solution)",
-               lambda: solution_kernel("lab06_agents", "topk_kernel", "topk_kernel"),
-               topk_pointers(dtype), lambda p=precision: topk_configs(p), reference=False, uses_dot=tensor_cores)
-    for name, dtype, precision, tensor_cores in TOPK_CASES
-]
+for _precision, _name in (("tf32", "fp16"), ("ieee", "fp32")):
+    SPECS += [
+        reference(f"similarity_topk._topk_kernel {_name} (reference)", "kernels.similarity_topk", "_topk_kernel",
+                  lab06.topk_kernel_signature(_precision), uses_dot=_precision == "tf32"),
+        solution("lab06_agents", "topk_kernel", lab06.topk_kernel_signature(_precision), label=f"topk_kernel {_name}",
+                 uses_dot=_precision == "tf32"),
+    ]

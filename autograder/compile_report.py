@@ -11,15 +11,18 @@ use, and each lab's solution kernel at its launcher's configuration) and each ta
 `mma_instructions` counts tensor-core instructions in the SASS (HMMA on sm_80, HGMMA on sm_90).
 A kernel that calls `tl.dot` must have some; a reference configuration must not spill.
 
-    python -m autograder compile-report [--csv FILE] [--only NAME]
+    python -m autograder compile-report [--csv FILE] [--only NAME] [--write-reference]
+
+`--write-reference` also writes the reference kernels' figures into
+genfast/fixtures/compile_reference.json: the speed cells show them next to a learner's own
+kernel on a machine without a GPU (genfast/compile_info.py).
 """
 from __future__ import annotations
 
 import ast
 import csv
-import inspect
+import json
 import os
-import re
 import subprocess
 import sys
 import textwrap
@@ -27,9 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-TARGETS = {"sm_80": 80, "sm_90": 90}
+from genfast.compile_info import TARGETS, build, first_line
+
 COLUMNS = ["kernel", "target", "config", "registers", "spill_bytes", "shared_bytes", "mma_instructions"]
-LAUNCH_OPTIONS = ("num_warps", "num_stages")
 
 
 @dataclass
@@ -55,54 +58,10 @@ class Row:
     shared_bytes: int
     mma_instructions: int
     error: str = ""
+    settings: dict = field(default_factory=dict)  # the configuration itself
 
     def as_dict(self) -> dict:
         return {c: getattr(self, c) for c in COLUMNS}
-
-
-def _tools() -> Path:
-    import triton
-    return Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
-
-
-def signature_of(fn, pointers: dict[str, str], scalars: dict[str, str], config: dict) -> tuple[dict, dict]:
-    """Triton's (signature, constexprs) for `fn` from the argument types and a configuration."""
-    signature, constexprs = {}, {}
-    for name, param in zip(fn.arg_names, fn.params):
-        if param.is_constexpr:
-            signature[name] = "constexpr"
-            if name in config:
-                constexprs[name] = config[name]
-            elif param.default is not inspect.Parameter.empty:
-                constexprs[name] = param.default
-        else:
-            signature[name] = pointers.get(name) or scalars.get(name) or "i32"
-    return signature, constexprs
-
-
-def compile_one(fn, signature: dict, constexprs: dict, target: str, options: dict):
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-    source = ASTSource(fn=fn, signature=signature, constexprs=constexprs)
-    return triton.compile(source, target=GPUTarget("cuda", TARGETS[target], 32), options=options)
-
-
-def resources(cubin: bytes) -> tuple[int, int, int, int]:
-    """(registers, stack bytes, shared bytes, tensor-core instructions) read from a cubin."""
-    import tempfile
-    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-        f.write(cubin)
-        f.flush()
-        usage = subprocess.run([str(_tools() / "cuobjdump"), "-res-usage", f.name],
-                               capture_output=True, text=True, check=True).stdout
-        sass = subprocess.run([str(_tools() / "cuobjdump"), "-sass", f.name],
-                              capture_output=True, text=True, check=True).stdout
-    # one "Function" line per kernel in the cubin; the kernel itself is the one with most registers
-    found = [tuple(int(x) for x in m) for m in re.findall(r"REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)", usage)]
-    regs, stack, shared, local = max(found) if found else (0, 0, 0, 0)
-    mma = len(re.findall(r"\b(HMMA|HGMMA|IMMA|QGMMA)\b", sass))
-    return regs, max(stack, local), shared, mma
 
 
 def describe(config: dict) -> str:
@@ -116,21 +75,12 @@ def rows_for(spec: KernelSpec, targets=tuple(TARGETS)) -> list[Row]:
         while not hasattr(fn, "arg_names"):  # an autotuner or heuristics wraps the JITFunction
             fn = fn.fn
     except Exception as exc:  # the kernel's source does not even load: one row per target says so
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        return [Row(spec.name, target, "-", -1, -1, -1, -1, error=first) for target in targets]
+        return [Row(spec.name, target, "-", -1, -1, -1, -1, error=first_line(exc)) for target in targets]
     for config in spec.configs():
-        options = {k: config[k] for k in LAUNCH_OPTIONS if k in config}
-        constexpr_config = {k: v for k, v in config.items() if k not in LAUNCH_OPTIONS}
-        signature, constexprs = signature_of(fn, spec.pointers, spec.scalars, constexpr_config)
         for target in targets:
-            try:
-                kernel = compile_one(fn, signature, constexprs, target, options)
-                regs, spill, _, mma = resources(kernel.asm["cubin"])
-                shared = kernel.metadata.shared
-                rows.append(Row(spec.name, target, describe(config), regs, spill, shared, mma))
-            except Exception as exc:  # a kernel that does not compile is a row that says why
-                first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-                rows.append(Row(spec.name, target, describe(config), -1, -1, -1, -1, error=first))
+            b = build(fn, spec.pointers, spec.scalars, config, target)
+            rows.append(Row(spec.name, target, describe(config), b.registers, b.spill_bytes, b.shared_bytes,
+                            b.mma_instructions, error=b.error, settings=config))
     return rows
 
 
@@ -215,12 +165,32 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def main(csv_path: str | None = None, only: str | None = None) -> int:
+def reference_figures(rows: list[Row]) -> dict:
+    """The reference kernels' rows as genfast ships them (genfast/fixtures/compile_reference.json),
+    for the speed cells' feedback on a machine without a GPU."""
+    references = {spec.name for spec in registry() if spec.reference}
+    figures = {}
+    for r in rows:
+        if r.kernel in references and not r.error:
+            figures.setdefault(r.kernel, []).append(dict(
+                target=r.target, config=r.settings, registers=r.registers, spill_bytes=r.spill_bytes,
+                shared_bytes=r.shared_bytes, mma_instructions=r.mma_instructions))
+    return figures
+
+
+def write_reference_figures(rows: list[Row], path=None) -> Path:
+    from genfast import compile_info
+    path = Path(path or compile_info.REFERENCE_FIGURES)
+    path.write_text(json.dumps(reference_figures(rows), indent=1) + "\n")
+    return path
+
+
+def main(csv_path: str | None = None, only: str | None = None, write_reference: bool = False) -> int:
     if os.environ.get("TRITON_INTERPRET") != "0":
         # Triton decides at import whether @triton.jit interprets: compile in a fresh process
         env = dict(os.environ, TRITON_INTERPRET="0", NUMBA_ENABLE_CUDASIM="1")
         argv = [sys.executable, "-m", "autograder.compile_report"] + (["--csv", csv_path] if csv_path else []) \
-            + (["--only", only] if only else [])
+            + (["--only", only] if only else []) + (["--write-reference"] if write_reference else [])
         return subprocess.run(argv, env=env).returncode
     rows, found = report(only)
     print(table(rows))
@@ -230,6 +200,11 @@ def main(csv_path: str | None = None, only: str | None = None) -> int:
             writer.writeheader()
             writer.writerows(r.as_dict() for r in rows)
         print(f"\nwrote {csv_path}")
+    if write_reference:
+        if only:
+            print("--write-reference needs the whole report (no --only)")
+            return 2
+        print(f"wrote {write_reference_figures(rows)}")
     known = sorted({f"{s.name}: {s.known_spill}" for s in registry() if s.known_spill and (not only or only in s.name)})
     if known:
         print("\nknown spills (not yet fixed):\n  " + "\n  ".join(known))
@@ -243,5 +218,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m autograder compile-report")
     parser.add_argument("--csv")
     parser.add_argument("--only")
+    parser.add_argument("--write-reference", action="store_true",
+                        help="also write the reference kernels' figures that genfast ships")
     args = parser.parse_args()
-    sys.exit(main(args.csv, args.only))
+    sys.exit(main(args.csv, args.only, args.write_reference))

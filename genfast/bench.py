@@ -315,7 +315,8 @@ def measure(learner: Callable, reference: Callable, make_inputs: Callable, *, po
 
 
 def speed_points(learner: Callable, reference: Callable | None, *, points: float, name: str = "kernel",
-                 inputs: Callable | None = None, rtol: float = 1e-2, roofline_ms: float | None = None) -> float:
+                 inputs: Callable | None = None, rtol: float = 1e-2, roofline_ms: float | None = None,
+                 kernel=None, signature=None) -> float:
     """Speed points for the learner's kernel against the reference kernel.
 
     `inputs(seed)` makes the arguments of one call (a tuple or a dict), fresh for every timed
@@ -324,6 +325,10 @@ def speed_points(learner: Callable, reference: Callable | None, *, points: float
     The reference kernel is the instructor's: a learner's own run passes reference=None and
     sees its kernel's time alone; in a grading kernel that call is silent, because the
     grader's own call after it (with the reference) is the one that counts.
+    With no GPU, a learner's run is shown what the learner's @triton.jit kernel of `signature` (a
+    genfast.compile_info.KernelSignature; found by name where `kernel`, else `learner`, was
+    defined) compiles to on real GPUs, next to the reference's figures
+    (COURSE_COMPILE_FEEDBACK=0 turns that off).
     """
     if reference is None and os.environ.get("COURSE_GRADING") == "1":
         return 0.0
@@ -331,6 +336,9 @@ def speed_points(learner: Callable, reference: Callable | None, *, points: float
         print(f"Speed check for {name} skipped: no GPU here, the kernel ran in the CPU "
               f"interpreter, where time says nothing about GPU speed.\n"
               f"0 / {points} speed points now; they are awarded when the lab is graded on a GPU.")
+        if signature is not None and os.environ.get("COURSE_GRADING") != "1" \
+                and os.environ.get("COURSE_COMPILE_FEEDBACK") != "0":
+            print_compile_feedback(kernel or learner, signature)
         return 0.0
     make_inputs = inputs or (lambda seed: ())
     if reference is None:
@@ -351,3 +359,19 @@ def speed_points(learner: Callable, reference: Callable | None, *, points: float
     if result.review:
         print(f"  FOR REVIEW: {result.review}; no points until an instructor has looked at it")
     return result.points
+
+
+def print_compile_feedback(defined_by: Callable, signature) -> None:
+    """What the learner's kernel compiles to on an A100 and an H100, next to the reference."""
+    from . import compile_info
+    kernel = compile_info.find_kernel(defined_by, signature)
+    if kernel is None:
+        print(f"\n(no compile report: no @triton.jit function named {signature.name} where "
+              f"{getattr(defined_by, '__name__', 'your function')} is defined)")
+        return
+    print(f"\nWhat your {signature.name} compiles to on real GPUs (built here ahead of time, "
+          f"nothing runs; this takes a few seconds per configuration):", flush=True)
+    try:
+        print(compile_info.laptop_report(kernel, signature))
+    except Exception as exc:  # feedback only: it never costs the learner anything
+        print(f"  (no compile report: {type(exc).__name__}: {compile_info.first_line(exc)})")

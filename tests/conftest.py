@@ -9,6 +9,10 @@ sys.path.insert(0, str(ROOT))
 
 import autograder  # noqa: E402,F401  (CPU interpreters before any test imports triton)
 
+# the speed cells' compile report for a machine without a GPU costs seconds per kernel: the
+# notebooks the suite runs skip it, except where a test turns it on to check it
+os.environ.setdefault("COURSE_COMPILE_FEEDBACK", "0")
+
 
 @pytest.fixture(scope="session")
 def graded_course(tmp_path_factory):

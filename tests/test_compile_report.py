@@ -57,3 +57,23 @@ def test_the_known_spills_are_exactly_the_listed_ones():
     from autograder import compile_kernels  # noqa: F401
     excused = [spec.name for spec in compile_report.registry() if spec.known_spill]
     assert excused == ["sampling.fused_sample_kernel (reference)"], excused
+
+
+def test_the_reference_figures_genfast_ships_are_the_reports(report):
+    """The speed cells show these next to a learner's kernel; rebuild them with
+    `python -m autograder compile-report --write-reference` when a reference kernel changes."""
+    import json
+
+    from genfast import compile_info
+    shipped = json.loads(compile_info.REFERENCE_FIGURES.read_text())
+    fresh = {}
+    for r in report["rows"]:
+        if r["kernel"] in shipped:
+            fresh.setdefault(r["kernel"], set()).add((r["target"], r["config"], int(r["registers"]),
+                                                      int(r["spill_bytes"]), int(r["shared_bytes"]),
+                                                      int(r["mma_instructions"])))
+    saved = {name: {(row["target"], compile_report.describe(row["config"]), row["registers"], row["spill_bytes"],
+                     row["shared_bytes"], row["mma_instructions"]) for row in rows} for name, rows in shipped.items()}
+    references = {spec.name for spec in compile_report.registry() if spec.reference}
+    assert set(shipped) == references, "rebuild: python -m autograder compile-report --write-reference"
+    assert saved == fresh, "rebuild: python -m autograder compile-report --write-reference"

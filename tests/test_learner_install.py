@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from genfast import policy
 ROOT = config.ROOT
 LABS = grading.all_labs()
 SIMILARITY_LIMIT = 0.5  # share of a solution block's fingerprints found in one wheel file
+FEEDBACK_LAB = "lab00_triton_warmup"  # where the speed cells' compile report for a laptop is checked
 
 
 @pytest.fixture(scope="module")
@@ -109,16 +111,19 @@ def _execute(env, nb, lab: str, timeout: int = 300):
     folder = env["tmp"] / "work" / lab
     shutil.rmtree(folder, ignore_errors=True)
     shutil.copytree(ROOT / "labs" / lab, folder)
-    saved = os.environ.get("JUPYTER_PATH")
-    os.environ["JUPYTER_PATH"] = str(env["jupyter"])
+    # the speed cells' compile report (a few seconds a kernel) is shown, and tested, in lab00 only
+    settings = dict(JUPYTER_PATH=str(env["jupyter"]), COURSE_COMPILE_FEEDBACK="1" if lab == FEEDBACK_LAB else "0")
+    saved = {name: os.environ.get(name) for name in settings}
+    os.environ.update(settings)
     try:
         NotebookClient(nb, kernel_name="learner", timeout=timeout, allow_errors=True,
                        resources={"metadata": {"path": str(folder)}}).execute()
     finally:
-        if saved is None:
-            os.environ.pop("JUPYTER_PATH")
-        else:
-            os.environ["JUPYTER_PATH"] = saved
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name)
+            else:
+                os.environ[name] = value
     return nb
 
 
@@ -151,3 +156,12 @@ def test_filled_in_lab_passes_every_visible_check(env, lab):
     failed = {c.metadata.get("nbgrader", {}).get("grade_id") or f"cell {i}": _errors(c)
               for i, c in enumerate(nb.cells) if c.cell_type == "code" and _errors(c)}
     assert not failed, f"{lab}: {failed}"
+    if lab == FEEDBACK_LAB:  # no GPU: each speed cell shows the learner's kernel compiled for real GPUs
+        for cell in nb.cells:
+            if cell.metadata.get("nbgrader", {}).get("grade_id", "").startswith("speed_"):
+                text = "".join(o.get("text", "") for o in cell.get("outputs", []))
+                for gpu in ("A100 (sm_80)", "H100 (sm_90)"):
+                    assert re.search(gpu.replace("(", r"\(").replace(")", r"\)") + r" +yours: +\d+ registers, no spills",
+                                     text), text
+                assert re.search(r"reference: +\d+ registers", text), text
+                assert "does not compile" not in text and "no figures shipped" not in text, text

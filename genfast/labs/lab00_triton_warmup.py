@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from genfast import bench, checks, runtime
+from genfast.compile_info import KernelSignature
 
 THREADS = 128  # threads per block of the CUDA block-sum kernel, a power of two
 
@@ -25,9 +26,14 @@ def check_add(add, sizes=(1, 1000, 2048, 4097)):
     checks.check_function(add, lambda x, y: x + y, cases, hint=ADD_HINT, name="add")
 
 
+# the kernels as compiled for a GPU (the launchers' configurations), for the compile report
+ADD_KERNEL = KernelSignature("add_kernel", {"x_ptr": "*fp32", "y_ptr": "*fp32", "out_ptr": "*fp32"},
+                             lambda: [dict(BLOCK_SIZE=2048, num_warps=8)], reference="vector_add.add_kernel (reference)")
+
+
 def speed_add(add, reference=None):
     inputs = lambda seed: (bench.randn(2**26, seed=seed), bench.randn(2**26, seed=seed + 1))
-    return bench.speed_points(add, reference, inputs=inputs, points=1, name="vector add")
+    return bench.speed_points(add, reference, inputs=inputs, points=1, name="vector add", signature=ADD_KERNEL)
 
 
 # 2. row softmax ---------------------------------------------------------------------
@@ -42,9 +48,14 @@ def check_softmax(row_softmax, shapes=((1, 1), (4, 100), (3, 256), (5, 1000)), b
     checks.check_function(row_softmax, spec, cases, hint=SOFTMAX_HINT, name="row_softmax")
 
 
+SOFTMAX_KERNEL = KernelSignature("softmax_kernel", {"x_ptr": "*fp32", "out_ptr": "*fp32"},
+                                 lambda: [dict(BLOCK=1024, num_warps=8)], reference="softmax.softmax_kernel (reference)")
+
+
 def speed_softmax(row_softmax, reference=None):
     inputs = lambda seed: (bench.randn(4096, 8192, seed=seed),)
-    return bench.speed_points(row_softmax, reference, inputs=inputs, points=1, name="row softmax")
+    return bench.speed_points(row_softmax, reference, inputs=inputs, points=1, name="row softmax",
+                              signature=SOFTMAX_KERNEL)
 
 
 # 3. tiled matmul --------------------------------------------------------------------
@@ -73,10 +84,15 @@ def check_matmul(tiled_matmul, shapes=((1, 1, 1), (64, 32, 64), (33, 70, 45)), a
                               atol=tol, rtol=rtol, hint=MATMUL_HINT, name="tiled_matmul")
 
 
+MATMUL_KERNEL = KernelSignature("matmul_kernel", {"a_ptr": "*fp16", "b_ptr": "*fp16", "c_ptr": "*fp16"},
+                                lambda: [matmul_block_sizes()], reference="matmul.matmul_kernel (reference)")
+
+
 def speed_matmul(tiled_matmul, reference=None):
     inputs = lambda seed: (bench.randn(4096, 4096, seed=seed, dtype=torch.float16),
                            bench.randn(4096, 4096, seed=seed + 1, dtype=torch.float16))
-    return bench.speed_points(tiled_matmul, reference, inputs=inputs, points=1, name="tiled matmul")
+    return bench.speed_points(tiled_matmul, reference, inputs=inputs, points=1, name="tiled matmul",
+                              signature=MATMUL_KERNEL)
 
 
 # 4. the roofline --------------------------------------------------------------------

@@ -12,6 +12,7 @@ FlashAttention for the plot.
 import torch
 
 from genfast import bench, checks, fixtures, runtime
+from genfast.compile_info import KernelSignature
 
 LAB = "lab02_attention"
 
@@ -250,12 +251,20 @@ def check_flash_head_dims(flash, shapes=FLASH_HEAD_DIM_SHAPES, reference=None):
     check_flash(flash, shapes, reference=reference)
 
 
+# the learner's kernel as compiled for a GPU (bf16, the launcher's configurations), for the compile report
+FLASH_KERNEL = KernelSignature(
+    "flash_fwd_kernel", {"Q": "*bf16", "K": "*bf16", "V": "*bf16", "O": "*bf16", "LSE": "*fp32"},
+    lambda: [dict(block_config(d, causal), HEAD_DIM=d, CAUSAL=causal) for d in (64, 128) for causal in (False, True)],
+    {"sm_scale": "fp32"}, reference="attention._attn_fwd (reference, fixed config)")
+
+
 def speed_flash(flash, reference=None):
     """B=4 H=16 N=4096 d=64 causal bf16: the learner's kernel against the reference kernel."""
     inputs = lambda seed: tuple(bench.randn(4, 16, 4096, 64, seed=seed + i, dtype=torch.bfloat16) for i in range(3))
     output = lambda fn: None if fn is None else (lambda q, k, v: fn(q, k, v, True)[0])
     return bench.speed_points(output(flash), output(reference), inputs=inputs, points=2,
-                              name="FlashAttention forward (B=4 H=16 N=4096 d=64 causal bf16)")
+                              name="FlashAttention forward (B=4 H=16 N=4096 d=64 causal bf16)",
+                              kernel=flash, signature=FLASH_KERNEL.where(HEAD_DIM=64, CAUSAL=True))
 
 
 # 6. bonus: backward from the LSE --------------------------------------------------------

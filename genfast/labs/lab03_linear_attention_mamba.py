@@ -22,6 +22,7 @@ import torch.nn.functional as F
 import triton
 
 from genfast import bench, checks, fixtures, runtime
+from genfast.compile_info import KernelSignature
 
 LAB = "lab03_linear_attention_mamba"
 
@@ -351,6 +352,16 @@ def check_chunked_kernel(chunked_la, reference=None, more=()):
                      name="chunked_la", hint=KERNEL_HINT, **kernel_tolerance(dtype))
 
 
+# the learner's kernels as compiled for a GPU (the launchers' configurations), for the compile report
+CHUNKED_KERNEL = KernelSignature(
+    "chunked_la_kernel", {"Q": "*bf16", "K": "*bf16", "V": "*bf16", "O": "*bf16", "LOG2_GAMMA": "*fp32"},
+    lambda: [chunked_block_config(d, d) for d in (64, 128)],
+    reference="linear_attention._chunked_linear_attention_fwd (reference)")
+SCAN_KERNEL = KernelSignature(
+    "selective_scan_kernel", {name: "*fp32" for name in ("X", "DELTA", "A", "BM", "CM", "Y")},
+    lambda: [scan_block_config(512, s) for s in (16, 64)], reference="selective_scan._selective_scan_fwd (reference)")
+
+
 def speed_chunked_kernel(chunked_la, reference=None):
     """B=4 H=16 N=4096 d=64 bf16 with RetNet's decays, fresh GPU-made inputs for every timed call."""
     def inputs(seed):
@@ -358,7 +369,8 @@ def speed_chunked_kernel(chunked_la, reference=None):
                    for i in range(3))
         return q, k, v, retnet_gammas(16).to(q.device)
     return bench.speed_points(chunked_la, reference, inputs=inputs, points=2,
-                              name="chunked linear attention (B=4 H=16 N=4096 d=64 bf16)")
+                              name="chunked linear attention (B=4 H=16 N=4096 d=64 bf16)",
+                              signature=CHUNKED_KERNEL.where(BLOCK_DK=64))
 
 
 # 5. ZOH and the parallel scan ------------------------------------------------------------------
@@ -426,7 +438,8 @@ def speed_selective_scan(sel_scan, reference=None):
         return (x, F.softplus(bench.randn(batch, L, D, seed=seed + 1) - 1.0), A,
                 bench.randn(batch, L, S, seed=seed + 3), bench.randn(batch, L, S, seed=seed + 4))
     return bench.speed_points(sel_scan, reference, inputs=inputs, points=2,
-                              name="selective scan (batch=4 L=1024 D=512 S=16 fp32)")
+                              name="selective scan (batch=4 L=1024 D=512 S=16 fp32)",
+                              signature=SCAN_KERNEL.where(BLOCK_S=16))
 
 
 # 7. the delta rule --------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from genfast import bench, checks, fixtures, runtime
+from genfast.compile_info import KernelSignature
 from genfast.kvcache import (LayerCache, QuantizedKV, bytes_moved, eviction_presses, generate_uncached,
                              random_quantized_kv, sdpa_decode, torch_decode_attention)
 
@@ -242,6 +243,17 @@ def check_combine(combine_splits):
 SPEED_SHAPE = (8, 32, 32768, 128)   # B, H, N, d: 2 GiB of fp16 K (and V) per cache
 
 
+def decode_kernel_signature(bits: int) -> KernelSignature:
+    """The learner's split-K decode kernel over an fp16 / int8 / packed-int4 cache, d = 128, as
+    compiled for a GPU (genfast.kvcache.split_config there: 64-token tiles, 4 warps, 2 stages)."""
+    cache = {16: "*fp16", 8: "*i8", 4: "*u8"}[bits]
+    return KernelSignature(
+        "decode_split_kernel", {"Q": "*fp16", "K": cache, "V": cache, "KS": "*fp32", "VS": "*fp32",
+                                "O_PART": "*fp32", "LSE_PART": "*fp32"},
+        lambda: [dict(BLOCK_N=64, HALF=64, BITS=bits, num_warps=4, num_stages=2)], {"sm_scale": "fp32"},
+        reference=f"kv_cache._decode_split_kernel int{bits} (reference)")
+
+
 def speed_decode(decode, bits, reference=None):
     """Speed points of decode(q, cache) over an int8 / int4 cache of SPEED_SHAPE, fresh inputs made on
     the GPU for every timed call (random codes and scales: the time does not depend on them)."""
@@ -249,7 +261,8 @@ def speed_decode(decode, bits, reference=None):
     inputs = lambda seed: (bench.randn(B, H, d, seed=seed, dtype=torch.float16),
                            random_quantized_kv(B, H, N, d, bits, device="cuda", seed=seed + 1))
     return bench.speed_points(decode, reference, inputs=inputs, points=1,
-                              name=f"int{bits} decode attention (B=8 H=32 N=32768 d=128)")
+                              name=f"int{bits} decode attention (B=8 H=32 N=32768 d=128)",
+                              signature=decode_kernel_signature(bits))
 
 
 def decode_vs_sdpa(decode):

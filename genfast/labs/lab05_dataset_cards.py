@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from genfast import bench, checks, fixtures, runtime
+from genfast.compile_info import KernelSignature
 from genfast.curation import card, dedup, licenses, minhash, pipeline, sources
 
 LAB = "lab05_dataset_cards"
@@ -204,10 +205,17 @@ def check_minhash(my_minhash, shapes=MINHASH_SHAPES, reference=None, overflow=Fa
                        what="signature of an empty document (must stay P everywhere)")
 
 
+# the learner's kernel as compiled for a GPU (128 hash functions), for the compile report
+MINHASH_KERNEL = KernelSignature("minhash_kernel", {"X": "*i64", "LENGTHS": "*i64", "A": "*i64", "B": "*i64",
+                                                    "SIG": "*i64"},
+                                 lambda: [minhash.block_config(128)], reference="minhash._minhash_kernel (reference)")
+
+
 def speed_minhash(my_minhash, reference=None):
     inputs = lambda seed: minhash.random_inputs(4096, 1024, 128, device="cuda", seed=seed)  # fresh per timed call
     return bench.speed_points(my_minhash, reference, inputs=inputs, points=2,
-                              name="minhash (4096 docs x 1024 shingles x 128 hashes, int64)")
+                              name="minhash (4096 docs x 1024 shingles x 128 hashes, int64)",
+                              signature=MINHASH_KERNEL)
 
 
 # 6. the Jaccard estimate and LSH banding -------------------------------------------------------

@@ -15,6 +15,7 @@ import time
 import torch
 
 from genfast import bench, checks, fixtures, runtime
+from genfast.compile_info import KernelSignature
 from genfast.agents import policies, retrieval, tasks, tools
 from genfast.agents.loop import Action, Trajectory
 
@@ -270,6 +271,18 @@ def check_topk(my_similarity_topk, shapes=None, block_n=None, programs=None, ref
                            hint=hint)
 
 
+def topk_kernel_signature(precision: str) -> KernelSignature:
+    """The learner's top-k kernel for 32 queries of dimension 128 as compiled for a GPU (the
+    launcher's block_config there, which also counts SMs: 32 x 64 x 64 tiles, 8 warps); fp32
+    documents use input_precision="ieee" (exact scores), fp16 ones tensor cores."""
+    dtype = "*fp16" if precision == "tf32" else "*fp32"
+    name = "fp16" if precision == "tf32" else "fp32"
+    return KernelSignature("topk_kernel", {"Q": dtype, "D": dtype, "OUT_S": "*fp32", "OUT_I": "*i32"},
+                           lambda: [dict(BLOCK_M=32, BLOCK_N=64, BLOCK_D=64, K=8, K_PAD=8, PRECISION=precision,
+                                         num_warps=8)],
+                           reference=f"similarity_topk._topk_kernel {name} (reference)")
+
+
 def speed_topk(my_similarity_topk, reference=None):
     if runtime.on_gpu():
         q = torch.randn(32, 128, device=runtime.device(), dtype=torch.float16)
@@ -277,7 +290,8 @@ def speed_topk(my_similarity_topk, reference=None):
     else:
         q = d = None
     return bench.speed_points(lambda: my_similarity_topk(q, d, 8)[0], reference and (lambda: reference(q, d, 8)[0]),
-                              points=2, name="similarity top-8 (32 queries x 1M documents x 128, fp16)")
+                              points=2, name="similarity top-8 (32 queries x 1M documents x 128, fp16)",
+                              kernel=my_similarity_topk, signature=topk_kernel_signature("tf32"))
 
 
 # 6. the evaluation ----------------------------------------------------------------------------
