@@ -26,6 +26,26 @@ TOLERANCES = {
 }
 
 
+# What a GPU does differently from the CPU interpreter, which the tolerances above allow for:
+# tensor cores multiply fp16/bf16 (or, for fp32 inputs, TF32: 10-bit mantissas, Triton's tl.dot
+# default, unless input_precision="ieee") and accumulate in fp32, in another order.
+DOT_PRECISION = {
+    torch.float32: "fp32: the CPU interpreter multiplies exactly in fp32 (on a GPU, fp32 inputs to tl.dot "
+                   "become TF32 with 10-bit mantissas unless input_precision=\"ieee\")",
+    torch.float16: "fp16 inputs on tensor cores, fp32 accumulation",
+    torch.bfloat16: "bf16 inputs on tensor cores, fp32 accumulation",
+}
+
+
+def precision(dtype, *, atol=None, rtol=None, dot=True) -> str:
+    """One line that says in what precision a kernel is checked, and to what tolerance."""
+    default_atol, default_rtol = TOLERANCES.get(dtype, (0.0, 0.0))
+    atol, rtol = (default_atol if atol is None else atol), (default_rtol if rtol is None else rtol)
+    where = "GPU" if runtime.on_gpu() else "CPU interpreter"
+    kind = DOT_PRECISION.get(dtype, str(dtype)) if dot else str(dtype).replace("torch.", "")
+    return f"precision ({where}): {kind}; checked to atol={atol:g}, rtol={rtol:g}"
+
+
 class CheckFailed(AssertionError):
     """A failed check, with a message written for the learner."""
 

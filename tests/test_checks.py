@@ -78,3 +78,17 @@ def test_speed_points_scale_with_the_ratio():
     assert bench.points_for_ratio(bench.FULL_POINTS_AT, 2) == 2
     assert bench.points_for_ratio(0.1, 2) == 0
     assert 0 < bench.points_for_ratio(0.6, 2) < 2
+
+
+def test_a_kernel_check_states_its_precision_and_tolerance(monkeypatch):
+    """A kernel that passes in the interpreter must not fail on a GPU for the wrong reason: the
+    checks say in what precision they compare (TF32 for fp32 inputs to tl.dot on a GPU)."""
+    import torch
+
+    from genfast import checks, runtime
+    assert "TF32" in checks.precision(torch.float32) and "CPU interpreter" in checks.precision(torch.float32)
+    monkeypatch.setattr(runtime, "on_gpu", lambda: True)
+    line = checks.precision(torch.bfloat16, atol=6e-2, rtol=3e-2)
+    assert line.startswith("precision (GPU): bf16 inputs on tensor cores, fp32 accumulation")
+    assert "atol=0.06, rtol=0.03" in line
+    assert "atol=0.01, rtol=0.01" in checks.precision(torch.float16)  # the dtype's default tolerance

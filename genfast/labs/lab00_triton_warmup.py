@@ -80,6 +80,7 @@ def check_matmul(tiled_matmul, shapes=((1, 1, 1), (64, 32, 64), (33, 70, 45)), a
         cases = _cases(lambda s: f"({s[0]}x{s[1]}) @ ({s[1]}x{s[2]}) {dtype}", shapes, lambda s: dict(
             a=checks.randn(s[0], s[1], seed=s[0], dtype=dtype), b=checks.randn(s[1], s[2], seed=s[2], dtype=dtype)))
         tol = atol if atol is not None else (1e-4 if dtype == torch.float32 else 1e-2)
+        print(checks.precision(dtype, atol=tol, rtol=rtol))
         checks.check_function(tiled_matmul, lambda a, b: (a.float() @ b.float()).to(a.dtype), cases,
                               atol=tol, rtol=rtol, hint=MATMUL_HINT, name="tiled_matmul")
 

@@ -112,6 +112,7 @@ def check_attention(fn, shapes, dtype=torch.float32, *, name, hint="", atol=None
     """fn(q, k, v, causal) must return (O, LSE) for each (B, H, N, d, causal) in `shapes`; both are
     compared with naive attention (`reference`, or its outputs shipped for the lab's cases)."""
     __tracebackhide__ = True
+    print(checks.precision(dtype, atol=atol, rtol=rtol) + f" (LSE: atol={lse_atol:g})")
     for B, H, N, d, causal in shapes:
         case = attention_name(B, H, N, d, causal, dtype)
         inputs = attention_inputs(B, H, N, d, causal, dtype, scale)

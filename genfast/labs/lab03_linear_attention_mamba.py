@@ -346,6 +346,7 @@ def check_chunked_kernel(chunked_la, reference=None, more=()):
     """Against the recurrent form (`reference(q, k, v, gamma)`), bf16 on a GPU and fp32 in the interpreter."""
     __tracebackhide__ = True
     for dtype in kernel_dtypes():
+        print(checks.precision(dtype, **kernel_tolerance(dtype)))
         _check_cases(chunked_la, kernel_cases(KERNEL_SHAPES + list(more), dtype), reference, "kernel",
                      name="chunked_la", hint=KERNEL_HINT, **kernel_tolerance(dtype))
         _check_cases(chunked_la, kernel_cases(KERNEL_NO_DECAY_SHAPES, dtype, decay=False), reference, "kernel",
@@ -425,6 +426,7 @@ def check_selective_scan(sel_scan, reference=None, more=()):
     __tracebackhide__ = True
     for dtype in scan_dtypes():
         tol = dict(atol=1e-4, rtol=1e-4) if dtype == torch.float32 else {}
+        print(checks.precision(dtype, dot=False, **tol))
         _check_cases(sel_scan, sel_scan_cases(SEL_SCAN_SHAPES + list(more), dtype), reference, "sel_scan",
                      name="sel_scan", hint=SEL_SCAN_HINT, **tol)
 

@@ -223,6 +223,7 @@ def check_decode(decode, bits, shapes=None, reference=None):
     tol = dict(atol=2e-3, rtol=2e-3) if dtype == torch.float16 else dict(atol=1e-5, rtol=1e-4)
     name, hint = DECODE_NAMES[bits], INT4_HINT if bits == 4 else DECODE_HINT
     shapes = DECODE_SHAPES[bits] if shapes is None else shapes
+    print(checks.precision(dtype, dot=False, **tol) + ("" if bits == 16 else f" (against the dequantized int{bits} cache)"))
     for shape in shapes:
         B, H, H_kv, N, d = shape
         case = f"B={B} H={H} H_kv={H_kv} N={N} d={d} {'int' + str(bits) if bits < 16 else str(dtype)[6:]}"
