@@ -135,6 +135,24 @@ def naive_bytes(B, H, N, d, element_size=4):
     return (4 * B * H * N * d + 2 * B * H * N * N) * element_size
 
 
+def hbm_traffic(N, d, block_m, element_size=2, causal=False) -> dict:
+    """HBM bytes one head moves (Dao et al., 2022, section 3.2), naive against FlashAttention.
+
+    naive: read Q, K, V, write S, read S, write P, read P and V again, write O:
+           4 N d + 4 N^2 elements (Theta(N d + N^2));
+    flash: read each Q tile once, stream all of K and V past each of the N / block_m query
+           tiles, write O and the LSE: 2 N d + (N / block_m) 2 N d elements; with block_m ~ M / d
+           for on-chip memory M, that is Theta(N^2 d^2 / M). Causal: the key blocks right of
+           the diagonal are never read (about half of the K/V stream)."""
+    tiles = -(-N // block_m)
+    kv_stream = tiles * 2 * N * d
+    if causal:  # tile t reads keys [0, (t + 1) block_m)
+        kv_stream = sum(2 * min(N, (t + 1) * block_m) * d for t in range(tiles))
+    naive = (4 * N * d + 4 * N * N) * element_size
+    flash = (2 * N * d + kv_stream) * element_size + N * 4  # + the fp32 LSE
+    return dict(naive=naive, flash=flash, ratio=naive / flash)
+
+
 # ----------------------------------------------------------------------------------------------
 # FlashAttention forward in Triton
 # ----------------------------------------------------------------------------------------------
@@ -168,7 +186,10 @@ def _attn_inner(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_v
             visible = cols[None, :] < N_CTX
             if CAUSAL:
                 visible = visible & (offs_m[:, None] >= cols[None, :])
-            # -1e6 rather than -inf: a fully masked row of a block then gives p = 0, not nan
+            # -1e6, not -inf, and safe because every row's first visited block holds a visible
+            # key (key 0; causal: key i on the diagonal): m is a real score by the time a row
+            # meets masked keys, so they get exp2(-1e6 - m) = 0. (A row that met only masked
+            # keys would get m = -1e6 and p = 1 for each; with -inf, exp2(m - m_new) = nan.)
             qk = qk * qk_scale + tl.where(visible, 0.0, -1.0e6)
             m_ij = tl.maximum(m_i, tl.max(qk, 1))
             qk = qk - m_ij[:, None]

@@ -16,7 +16,15 @@ Decay / gating brings forgetting back: S_t = gamma_t S_{t-1} + k_t v_t^T, so
     D_ts = exp(L_t - L_s) for s <= t, 0 above the diagonal,   L_t = sum_{r<=t} log gamma_r.
 
 gamma = 1 is plain linear attention, a constant per-head gamma is RetNet's retention
-(D_ts = gamma^(t-s)), a data-dependent gamma_t is gated retention / GLA (scalar per head here).
+(D_ts = gamma^(t-s)), a data-dependent scalar gamma_t per head is gated retention (and Mamba-2's
+decay). GLA (Yang et al., 2023) gates per key dimension, S_t = diag(alpha_t) S_{t-1} + k_t v_t^T
+with alpha_t in (0, 1)^{d_k}: D becomes a decay per (t, s, key channel), folded into q and k. The
+Triton kernel here implements the constant per-head decay (RetNet); the torch references accept
+a scalar decay per head and token.
+
+Always in log space: D_ts = exp(L_t - L_s) with the difference taken before the exp (never
+exp(L_t) / exp(L_s): with strong decay exp(L_t) underflows to 0 within a chunk and the ratio is
+0/0). The exponent is <= 0 for s <= t, so nothing overflows (`decay_matrix`).
 
 Three ways to compute the same o:
 
@@ -35,8 +43,17 @@ Three ways to compute the same o:
   N / C sequential steps. This is the form of RetNet's and GLA's training kernels.
 
 The Triton kernel runs one program per (batch, head, block of value channels), loops over the
-chunks in order and keeps S (d_k x BLOCK_DV, fp32) in registers between them: it reads q, k, v
-once and writes o once (4 N d elements), whatever the chunk size.
+chunks in order and keeps S (d_k x BLOCK_DV, fp32) in registers between them: it reads v once and
+writes o once, and reads q and k once per block of value channels, d_v / BLOCK_DV times
+(`bytes_moved`: 2 N d_k d_v / BLOCK_DV + 2 N d_v elements), whatever the chunk size. With the GPU's
+BLOCK_DV = 32 that is 6 N d at d = 64 and 10 N d at d = 128: still linear in N, but not a copy.
+
+Mamba-2's SSD (Dao and Gu, 2024) is this kernel seen from the state-space side: a selective SSM
+whose transition is a scalar times the identity per head (A_t = a_t I) has exactly this chunked
+form, with (C, B, x) in the roles of (q, k, v) and a_t = gamma_t. That restriction is what lets it
+run on tensor cores (C x d and d x d matmuls); Mamba-1's diagonal A, a different decay per
+(channel, state), makes the state an element-wise recurrence, which the selective scan
+(kernels/selective_scan.py) computes with scans, not matmuls.
 """
 from __future__ import annotations
 
@@ -151,9 +168,12 @@ def recurrent_flops(B, H, N, d):
     return 4 * B * H * N * d * d
 
 
-def bytes_moved(B, H, N, d, element_size):
-    """Ideal traffic of the kernel: read q, k, v and write o once (the state never leaves the chip)."""
-    return 4 * B * H * N * d * element_size
+def bytes_moved(B, H, N, d, element_size, block_dv=None):
+    """HBM traffic of the kernel: v read and o written once, q and k read once per block of
+    BLOCK_DV value columns (cdiv(d, block_dv) times; one block by default, the ideal 4 N d).
+    The state never leaves the chip."""
+    reads_of_qk = -(-d // (block_dv or d))
+    return (2 * reads_of_qk + 2) * B * H * N * d * element_size
 
 
 # ----------------------------------------------------------------------------------------------
@@ -236,9 +256,17 @@ def chunked_linear_attention(q, k, v, gamma=None, chunk=None, block_dv=None):
 # ----------------------------------------------------------------------------------------------
 # benchmark rows for `python -m autograder bench`
 # ----------------------------------------------------------------------------------------------
+def gpu_block_dv(d: int) -> int:
+    """The value columns one program takes on a GPU (the launcher's configuration)."""
+    from genfast.compile_info import as_on_gpu
+    with as_on_gpu():
+        return block_config(d, d)["BLOCK_DV"]
+
+
 def bench_cases(BenchCase, randn):
     """BenchCase rows: B=4, H=16, N=4096, d = 64 / 128, bf16, RetNet decays, against the masked
-    quadratic form in PyTorch; throughput in GB/s of the ideal traffic (q, k, v read, o written).
+    quadratic form in PyTorch; throughput in GB/s of the kernel's traffic (`bytes_moved` at the
+    GPU's BLOCK_DV: q and k once per block of value columns, v read and o written once).
 
     Takes the BenchCase class and the randn helper of kernels/benchmarks.py so that this module
     does not import it (benchmarks imports the kernels, not the other way round)."""
@@ -254,5 +282,5 @@ def bench_cases(BenchCase, randn):
             "linear attn", (4, 16, 4096, d), torch.bfloat16, qkv_gamma,
             lambda q, k, v, g: chunked_linear_attention(q, k, v, g),
             lambda q, k, v, g: torch_linear_attention_quadratic(q, k, v, g),
-            lambda s, dt: bytes_moved(*s, dt.itemsize), test_scale=0.01))
+            lambda s, dt: bytes_moved(*s, dt.itemsize, gpu_block_dv(s[3])), test_scale=0.01))
     return cases
