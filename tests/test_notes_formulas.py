@@ -49,3 +49,48 @@ def test_gated_decay_is_computed_in_log_space_where_the_naive_ratio_fails():
     t, s = torch.tril_indices(N, N)
     expected = torch.tensor(gamma, dtype=torch.float64) ** (t - s).double()
     assert torch.allclose(D[t, s].double(), expected, rtol=1e-4, atol=1e-30)
+
+
+# module 1: speculative decoding, prefill vs decode, beam search ------------------------------------
+def test_speculative_decoding_speedup_and_best_draft_length():
+    from genfast import costs
+    assert math.isclose(costs.expected_tokens_per_pass(0.8, 4), 3.3616)   # the notes' "about 3.4"
+    # E(a, k) against a direct sum over the first rejection: sum_{i=0..k} a^i
+    for a in (0.3, 0.6, 0.9):
+        assert math.isclose(costs.expected_tokens_per_pass(a, 5), sum(a ** i for i in range(6)))
+    # a free draft (c = 0) gains E(a, k); a draft as costly as the target never pays
+    assert math.isclose(costs.speculative_speedup(0.8, 4, 0.0), costs.expected_tokens_per_pass(0.8, 4))
+    assert all(costs.speculative_speedup(0.9, k, 1.0) < 1 for k in range(1, 20))
+    assert costs.best_draft_length(0.9, 1.0) == 0
+    # the notes: a = 0.8, c = 0.05 -> best k = 8, S about 3.1; a worse draft wants a shorter k
+    assert costs.best_draft_length(0.8, 0.05) == 8
+    assert math.isclose(costs.speculative_speedup(0.8, 8, 0.05), 3.09, abs_tol=0.01)
+    assert costs.best_draft_length(0.6, 0.05) < costs.best_draft_length(0.8, 0.05)
+
+
+def test_speculative_speedup_matches_a_simulation():
+    """Simulated rounds with independent acceptances reproduce E(a, k)."""
+    import random
+    from genfast import costs
+    rng, a, k, rounds = random.Random(0), 0.7, 4, 200_000
+    emitted = 0
+    for _ in range(rounds):
+        accepted = 0
+        while accepted < k and rng.random() < a:
+            accepted += 1
+        emitted += accepted + 1  # the target adds one token (a correction or the bonus)
+    assert math.isclose(emitted / rounds, costs.expected_tokens_per_pass(a, k), rel_tol=0.01)
+
+
+def test_prefill_is_compute_bound_and_decode_memory_bound():
+    from genfast import costs
+    h100_ridge = 989e12 / 3.35e12  # bf16 dense FLOP/s over HBM bytes/s: about 295 FLOPs per byte
+    assert costs.arithmetic_intensity(2048) > h100_ridge > costs.arithmetic_intensity(1) == 1.0
+    assert costs.arithmetic_intensity(64) < h100_ridge  # a batch of 64 decode steps is still memory-bound
+
+
+def test_beam_search_holds_a_cache_per_beam_unless_the_prefix_is_shared():
+    from genfast import costs
+    per_token = 2 * 12 * 12 * 64 * 2  # K and V, 12 layers, 12 heads of 64, fp16
+    assert costs.beam_cache_bytes(4, 1000, 100, per_token, False) == 4 * 1100 * per_token
+    assert costs.beam_cache_bytes(4, 1000, 100, per_token, True) == 1400 * per_token
