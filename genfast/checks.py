@@ -37,6 +37,29 @@ DOT_PRECISION = {
 }
 
 
+def tf32_dot_error(K: int, *, rounding: str = "nearest", rms_product: float = 1.0) -> float:
+    """Expected RMS absolute error of a K-long fp32 dot product whose inputs are cut to TF32.
+
+    TF32 keeps 10 of fp32's 23 mantissa bits. Rounding x to nearest gives x(1 + d) with d at most
+    2^-11; with mantissas spread log-uniformly (as for Gaussian data) E[d^2] = 2^-20 / (32 ln 2).
+    Truncation (dropping the 13 low bits, as the tensor core does with the raw fp32 bits Triton's
+    tl.dot passes it) has |d| up to 2^-10 and a mean: E[d] = -2^-10 / (4 ln 2),
+    E[d^2] = 2^-20 / (8 ln 2). A product a*b carries d_a + d_b, about 2^-11 relative (0.60 x 2^-11
+    RMS rounded, 1.58 x 2^-11 truncated). For independent zero-mean inputs the K product errors add
+    like a random walk: the error grows like sqrt(K) * rms(a*b), as the result itself does, so
+    relative to the result it stays about 2^-11 for any K. (Same-sign data, e.g. probabilities
+    times positive values, adds the truncation bias E[d] coherently: that part grows like K.)
+    The fp32 accumulation's own error (2^-24 per add) is about a thousand times smaller."""
+    if rounding == "nearest":
+        mean, second_moment = 0.0, 1 / (32 * math.log(2))
+    elif rounding == "truncate":
+        mean, second_moment = 1 / (4 * math.log(2)), 1 / (8 * math.log(2))
+    else:
+        raise ValueError(f"rounding is 'nearest' or 'truncate', not {rounding!r}")
+    per_product = 2.0 ** -10 * math.sqrt(2 * second_moment + 2 * mean ** 2)  # E[(d_a + d_b)^2], a, b independent
+    return per_product * math.sqrt(K) * rms_product
+
+
 def precision(dtype, *, atol=None, rtol=None, dot=True) -> str:
     """One line that says in what precision a kernel is checked, and to what tolerance."""
     default_atol, default_rtol = TOLERANCES.get(dtype, (0.0, 0.0))

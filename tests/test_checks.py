@@ -92,3 +92,31 @@ def test_a_kernel_check_states_its_precision_and_tolerance(monkeypatch):
     assert line.startswith("precision (GPU): bf16 inputs on tensor cores, fp32 accumulation")
     assert "atol=0.06, rtol=0.03" in line
     assert "atol=0.01, rtol=0.01" in checks.precision(torch.float16)  # the dtype's default tolerance
+
+
+def _to_tf32(x: torch.Tensor, rounding: str) -> torch.Tensor:
+    """fp32 -> TF32 (10-bit mantissa) emulated on the bits: round to nearest even, or truncate."""
+    bits = x.view(torch.int32)
+    if rounding == "nearest":
+        bits = bits + 0xFFF + ((bits >> 13) & 1)  # half of the 13 dropped bits, ties to even
+    return (bits & ~0x1FFF).view(torch.float32)
+
+
+@pytest.mark.parametrize("rounding", ["nearest", "truncate"])
+def test_tf32_dot_error_estimate_matches_a_measured_emulation(rounding):
+    """checks.tf32_dot_error (module 0's TF32 note) against fp32 inputs cut to 10-bit mantissas,
+    multiplied and summed in fp64, compared with the exact fp64 dot product."""
+    gen = torch.Generator().manual_seed(0)
+    measured = {}
+    for K in (16, 256, 4096):
+        a, b = torch.randn(1000, K, generator=gen), torch.randn(1000, K, generator=gen)
+        exact = (a.double() * b.double()).sum(1)
+        tf32 = (_to_tf32(a, rounding).double() * _to_tf32(b, rounding).double()).sum(1)
+        measured[K] = (tf32 - exact).pow(2).mean().sqrt().item()
+        estimate = checks.tf32_dot_error(K, rounding=rounding)
+        assert 0.9 < measured[K] / estimate < 1.1, (K, measured[K], estimate)
+        # relative to the result (RMS sqrt(K)) the error stays about 2^-11, whatever K
+        assert 0.4 * 2 ** -11 < measured[K] / exact.pow(2).mean().sqrt().item() < 2 * 2 ** -11
+    assert 12 < measured[4096] / measured[16] < 20  # grows like sqrt(K): sqrt(256) = 16
+    # the same dot product in plain fp32 (fp32 products and sums) is over a hundred times closer
+    assert (a.double() * b.double()).sum(1).sub((a * b).sum(1).double()).abs().max() < measured[4096] / 100
