@@ -51,7 +51,7 @@ def test_the_learner_side_holds_no_answer():
     module defines a graded function."""
     assert not hasattr(hooked.HookedTransformer, "run_with_cache")
     graded = {"get_cache", "ablate_head", "prev_token_score", "induction_score", "logit_lens", "fit_probe",
-              "probe_accuracy", "patch_resid_scan", "patch_scan", "patch_resid", "diff_of_means", "project_out",
+              "probe_accuracy", "probe_selectivity", "probe_by_layer", "patch_resid_scan", "patch_scan", "patch_resid", "diff_of_means", "project_out",
               "sae_loss", "rank_one_edit", "ablate_head_hook", "run_with_cache", "apply_edit", "project_hook"}
     for module in (hooked, tasks, patchscope, g_editing, g_lens, g_patching, g_probes, g_sae, g_scores, g_steering, lab):
         assert not graded & set(vars(module)), f"{module.__name__} has {graded & set(vars(module))}"
@@ -165,7 +165,7 @@ def test_logit_lens_ends_at_the_output_and_ranks_improve(induction):
     assert ranks[-1] < 1 < ranks[0]
 
 
-def test_probe_recovers_a_planted_direction_and_beats_its_controls(induction):
+def test_probe_recovers_a_planted_direction(induction):
     X = torch.randn(400, 6, generator=torch.Generator().manual_seed(0))
     y = (X[:, 2] > 0).long()
     w = probes.fit_probe(X[:300], y[:300], lam=1e-3)
@@ -174,9 +174,62 @@ def test_probe_recovers_a_planted_direction_and_beats_its_controls(induction):
     feats, yy = g_probes.layer_features(induction, tok, py)
     _, cache = hooks.run_with_cache(induction, tok, names=g_lens.resid_names(induction))
     assert all(torch.equal(feats[n], cache[n][py >= 0]) for n in g_lens.resid_names(induction))
-    res = probes.probe_by_layer(feats, yy, 1800)
-    acc, ctrl = res["blocks.0.hook_resid_post"]
-    assert acc > 0.65 and abs(ctrl - 0.5) < 0.06 and res["blocks.0.hook_resid_pre"][0] < 0.56
+
+
+def test_control_task_is_a_fixed_random_label_per_previous_token_type():
+    tok, y = g_probes.prev_token_probe_data(50, seed=0)
+    c = g_probes.control_task(tok, y, seed=0)
+    assert torch.equal(c < 0, y < 0)
+    prev = tok[:, :-1][y[:, 1:] >= 0]                       # the previous token of every labelled position
+    lab_ = c[:, 1:][y[:, 1:] >= 0]
+    of_type = {}
+    for t, l in zip(prev.tolist(), lab_.tolist()):
+        assert of_type.setdefault(t, l) == l                 # one label per type, wherever it occurs
+    assert sum(of_type.values()) == 15 and len(of_type) == 31   # the real task's balance: 15 of 31 types
+    real = {t: int(t < 16) for t in of_type}
+    assert of_type != real
+    assert not torch.equal(c, g_probes.control_task(tok, y, seed=1))
+    assert torch.equal(c, g_probes.control_task(tok, y, seed=0))
+
+
+def test_selectivity_scores_the_control_probe_on_its_own_held_out_labels():
+    """A representation that stores each input's type reads any type -> label map: control accuracy
+    ~ real accuracy. Scoring the control probe against the TRUE labels (the old control) would read
+    ~0.5 or less instead."""
+    X, y, yc = lab.selectivity_data(300, 6, 8, "types", 0)
+    acc, ctrl, sel = probes.probe_selectivity(X, y, yc, 200)
+    old = probes.probe_accuracy(probes.fit_probe(X[:200], yc[:200]), X[200:], y[200:])
+    assert acc > 0.95 and ctrl > 0.8 and sel == acc - ctrl and old < 0.5
+    X, y, yc = lab.selectivity_data(200, 8, 16, "property", 4)
+    acc, ctrl, sel = probes.probe_selectivity(X, y, yc, 133)
+    assert acc > 0.95 and sel > 0.25
+
+
+# the probe table of the lab (section 4), measured on the shipped induction model
+PROBE_FIGURES = {  # name: (real accuracy, control accuracy averaged over 5 control tasks, selectivity)
+    "blocks.0.hook_resid_pre": (0.444, 0.493, -0.050),
+    "blocks.0.hook_resid_post": (0.714, 0.718, -0.004),
+    "blocks.1.hook_resid_post": (0.641, 0.632, 0.009),
+}
+
+
+def test_previous_token_probe_is_not_selective(induction):
+    """Selectivity ~0: layer 0 carries the previous token's identity, from which a random partition
+    of the types is as readable as 'lower half'; the untrained model carries neither."""
+    tok, py = g_probes.prev_token_probe_data(200, seed=0)
+    feats, yy = g_probes.layer_features(induction, tok, py)
+    controls = [g_probes.control_task(tok, py, seed=s)[py >= 0] for s in range(5)]
+    res = probes.probe_by_layer(feats, yy, controls, 3000)
+    for name, want in PROBE_FIGURES.items():
+        assert torch.allclose(torch.tensor(res[name]), torch.tensor(want), atol=2e-3), (name, res[name])
+    assert res["blocks.0.hook_resid_post"][0] > res["blocks.0.hook_resid_pre"][0] + 0.2     # the jump
+    assert res["blocks.0.hook_resid_post"][1] > res["blocks.0.hook_resid_pre"][1] + 0.2     # the control jumps too
+    assert all(abs(sel) < 0.06 for _, _, sel in res.values())
+    torch.manual_seed(1)
+    untrained = hooked.HookedTransformer(induction.cfg).eval()
+    feats_u, _ = g_probes.layer_features(untrained, tok, py)
+    res_u = probes.probe_by_layer(feats_u, yy, controls, 3000)
+    assert max(acc for acc, _, _ in res_u.values()) < 0.56 and max(c for _, c, _ in res_u.values()) < 0.57
 
 
 def test_patching_localises_the_changed_position_and_layer_one_heads(induction):
@@ -295,7 +348,7 @@ def _check_all(reference):
     lab.check_hooks(hooks.get_cache, hooks.ablate_head_hook, reference=ref(hooks))
     lab.check_head_scores(scores.prev_token_score, scores.induction_score, reference=ref(scores))
     lab.check_logit_lens(lens.logit_lens, reference=ref(lens))
-    lab.check_probe(probes.fit_probe, probes.probe_accuracy, reference=ref(probes))
+    lab.check_probe(probes.fit_probe, probes.probe_accuracy, probes.probe_selectivity, reference=ref(probes))
     lab.check_patching(patching.patch_resid, reference=ref(patching))
     lab.check_direction(steering.diff_of_means, steering.project_out, reference=ref(steering))
     lab.check_sae(sae_mod.sae_loss, reference=ref(sae_mod))
@@ -329,6 +382,13 @@ def test_lab_checks_fail_wrong_answers_with_the_case_and_a_hint():
         lab.check_sae(lambda sae, h, l1: tuple(t.detach() for t in sae_mod.sae_loss(sae, h, l1)))
     with pytest.raises(checks.CheckFailed, match=r"W' \(6x4\)(.|\n)*hint: W \+ outer"):
         lab.check_rome(lambda W, k, v, C_inv: editing.rank_one_edit(W, k, v, C_inv) * 1.01)
+
+    def control_scored_on_true_labels(X, y, y_control, n_train, lam=1e-2):   # the old "random labels" control
+        acc = probes.probe_accuracy(probes.fit_probe(X[:n_train], y[:n_train], lam), X[n_train:], y[n_train:])
+        ctrl = probes.probe_accuracy(probes.fit_probe(X[:n_train], y_control[:n_train], lam), X[n_train:], y[n_train:])
+        return acc, ctrl, acc - ctrl
+    with pytest.raises(checks.CheckFailed, match=r"probe_selectivity, N=300(.|\n)*against its own labels"):
+        lab.check_probe(probes.fit_probe, probes.probe_accuracy, control_scored_on_true_labels)
     with pytest.raises(LookupError, match="no expected output is shipped"):
         lab.check_rome(editing.rank_one_edit, cases=[(3, 9, 3)])
     lab.check_rome(editing.rank_one_edit, cases=[(3, 9, 3)], reference=editing)

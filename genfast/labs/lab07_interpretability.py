@@ -1,5 +1,6 @@
 """Checks for lab07_interpretability: the hook cache and head ablation, the head scores, the logit lens,
-the linear probe, the patching scan, the difference-of-means direction, the SAE loss, the rank-one edit.
+the linear probe and its selectivity against a control task, the patching scan, the difference-of-means
+direction, the SAE loss, the rank-one edit.
 
 Every one of them is an answer, so the visible checks compare with expected outputs shipped in
 genfast/fixtures (the instructor's references on the same seeded inputs), and with properties that
@@ -167,6 +168,12 @@ def check_logit_lens(logit_lens, cases=LENS_CASES, reference=None):
 
 # 4. linear probes -------------------------------------------------------------------
 PROBE_CASES = [(200, 5, 1e-2, 0), (50, 8, 1.0, 1)]   # (N, d, lam, seed)
+# (N, n_types, d, what X stores, seed): X stores the input's type (any type -> label map is readable,
+# selectivity ~0) or only the property (the control task is not readable, selectivity high)
+SELECTIVITY_CASES = [(300, 6, 8, "types", 0), (200, 8, 16, "property", 4)]
+SELECTIVITY_HINT = ("fit one probe on y[:n_train] and one on y_control[:n_train]; score EACH on the held-out rows "
+                    "against its own labels (the control probe against y_control[n_train:], not y); "
+                    "selectivity = real accuracy - control accuracy")
 
 
 def probe_data(N, d, seed):
@@ -175,7 +182,31 @@ def probe_data(N, d, seed):
     return X, (X[:, 0] + 0.5 * randn(N, seed=seed + 1) > 0).long()
 
 
-def check_probe(fit_probe, probe_accuracy, cases=PROBE_CASES, reference=None):
+def selectivity_data(N, n_types, d, stores, seed):
+    """X (N, d), real labels y (N,) and control labels (N,) for inputs of n_types types: y = [type in the
+    lower half], the control a fixed random relabelling of the types (Hewitt and Liang's control task).
+    stores="types": X is a random embedding of the type plus noise; "property": X holds only y (on
+    dimension 0) plus noise. The probes train on the first 2N/3 rows (`selectivity_split`)."""
+    gen = torch.Generator().manual_seed(seed)
+    types = torch.randint(0, n_types, (N,), generator=gen)
+    of_type = (torch.arange(n_types) < n_types // 2).long()
+    y = of_type[types]
+    y_control = of_type[torch.randperm(n_types, generator=gen)][types]
+    noise = torch.randn(N, d, generator=gen)
+    if stores == "types":
+        X = 2 * torch.randn(n_types, d, generator=gen)[types] + noise
+    else:
+        X = noise
+        X[:, 0] += 2 * (2 * y - 1)
+    return X, y, y_control
+
+
+def selectivity_split(N) -> int:
+    return 2 * N // 3
+
+
+def check_probe(fit_probe, probe_accuracy, probe_selectivity, cases=PROBE_CASES,
+                selectivity_cases=SELECTIVITY_CASES, reference=None):
     for N, d, lam, seed in cases:
         X, y = probe_data(N, d, seed)
         w = checks.call(fit_probe, X, y, lam)
@@ -189,6 +220,22 @@ def check_probe(fit_probe, probe_accuracy, cases=PROBE_CASES, reference=None):
         checks.compare(w, want, atol=1e-4, rtol=1e-3, what=f"fit_probe N={N} d={d} lam={lam}",
                        hint="targets 2y - 1, a column of ones appended (bias last), ridge lam * N * I (the bias too)")
         checks.check_value(f"probe_accuracy N={N} d={d}", probe_accuracy, w, X, y, expected=acc, rel=1e-6)
+    for N, n_types, d, stores, seed in selectivity_cases:
+        X, y, y_control = selectivity_data(N, n_types, d, stores, seed)
+        n_train = selectivity_split(N)
+        what = f"probe_selectivity, N={N} {n_types} types, X stores the {stores}"
+        got = checks.call(probe_selectivity, X, y, y_control, n_train, name="probe_selectivity")
+        if reference is not None:
+            want = torch.tensor(reference.probe_selectivity(X, y, y_control, n_train))
+        else:
+            want = _expected(key("selectivity", (N, n_types, d, stores, seed)), f"the selectivity case {what}")
+        if not (isinstance(got, (tuple, list)) and len(got) == 3 and all(isinstance(v, (int, float)) for v in got)):
+            raise checks.CheckFailed(f"{what}: expected three floats (real accuracy, control accuracy, selectivity), "
+                                     f"got {checks._describe(got)}")
+        # accuracies are multiples of 1 / (held-out rows): a real difference is >= 0.01 here
+        checks.compare(torch.tensor([float(v) for v in got]), want, atol=1e-6, rtol=0.0,
+                       what=f"{what}: (real, control, selectivity)", hint=SELECTIVITY_HINT)
+        print(f"  ok  {what}: real {got[0]:.2f}, control {got[1]:.2f}, selectivity {got[2]:+.2f}")
 
 
 # 5. activation patching -------------------------------------------------------------
