@@ -109,6 +109,79 @@ def test_unparseable_ambiguous_and_conflicting_licences_are_flagged():
     assert [licenses.decide(i, policy.allowed) for i in (bad, vague, clash)] == ["flag"] * 3
 
 
+@pytest.mark.parametrize("expr, why", [
+    ("GPL-2.0-only AND Apache-2.0", "patent"),                  # Apache-2.0's patent terms vs GPL-2.0-only
+    ("GPL-2.0 AND Apache-2.0", "patent"),                       # the deprecated id is GPL-2.0-only
+    ("Apache-2.0 AND GPL-2.0-only", "patent"),                  # either order
+    ("GPL-2.0-only AND GPL-3.0-only", "version 3"),
+    ("GPL-2.0-only AND (LGPL-3.0-or-later OR AGPL-3.0-only)", "version 3"),   # every choice incompatible
+    ("CC-BY-NC-4.0 AND GPL-3.0-only", "further restrictions"),
+    ("CC-BY-SA-4.0 AND CC-BY-NC-SA-4.0", "further restrictions"),
+    ("LicenseRef-Proprietary AND GPL-3.0-or-later", "further restrictions"),
+])
+def test_incompatible_licences_in_an_and_are_flagged(expr, why):
+    """AND is not always 'as restrictive as the stricter one': known-incompatible pairs make the
+    record a conflict, so decide flags it even under a policy that allows both categories."""
+    info = licenses.normalize(expr)
+    assert info.conflict and any("incompatible" in p and why in p for p in info.problems), info.problems
+    everything = {"public-domain", "permissive", "copyleft", "non-commercial"}
+    assert licenses.decide(info, everything) == "flag"
+
+
+@pytest.mark.parametrize("expr, category", [
+    ("GPL-3.0-only AND Apache-2.0", "copyleft"),                # Apache-2.0 is compatible with GPL-3.0
+    ("GPL-2.0-or-later AND Apache-2.0", "copyleft"),            # take version 3
+    ("(GPL-2.0-only OR MIT) AND Apache-2.0", "permissive"),     # take MIT
+    ("GPL-2.0-only OR Apache-2.0", "permissive"),               # a choice, not a combination
+    ("MPL-2.0 AND MIT", "copyleft"),
+    ("CC-BY-NC-4.0 AND MIT", "non-commercial"),                 # restrictive, but not contradictory
+])
+def test_compatible_combinations_are_not_flagged(expr, category):
+    info = licenses.normalize(expr)
+    assert not info.conflict and info.category == category, info
+    assert licenses.decide(info, {"public-domain", "permissive", "copyleft", "non-commercial"}) == "keep"
+
+
+def test_an_incompatible_bundle_is_reported_by_the_pipeline():
+    bundle = sources.record("bundle", "vendored", "a tool bundled with a plugin " * 4,
+                            license_fields={"expression": "GPL-2.0-only AND Apache-2.0"})
+    rows, report, _ = pipeline.run([bundle], policy=licenses.POLICIES["anything but non-commercial"])
+    assert rows == [] and report.count("license-conflict") == 1
+    assert "Apache-2.0's patent" in report.details(kinds={"license-conflict"})
+
+
+def test_minhash_family_is_unbiased_on_hashed_keys_and_biased_on_consecutive_ones():
+    """What (a x + b) mod P gives in practice (module 5's notes and the lab's MinHash text): it is
+    pairwise independent, not min-wise independent. On keys that look random (the shingles' crc32
+    hashes) the Jaccard estimate is unbiased within the noise; on runs of consecutive integers fed
+    in directly it is biased low. 30 pairs at J = 0.5, H = 1024."""
+    import zlib
+    from genfast.curation import minhash as shipped
+
+    def mean_error(kind, seed=1, H=1024, n=300, J=0.5):
+        rng = np.random.default_rng(seed)
+        common = int(round(2 * n * J / (1 + J)))
+        errors = []
+        for rep in range(30):
+            a, b = shipped.hash_coefficients(H, seed=100 + rep)
+            if kind == "random":
+                pick = rng.choice(shipped.P, 2 * n, replace=False)
+                A, B = pick[:n], np.concatenate([pick[:common], pick[n:2 * n - common]])
+            else:
+                off = int(rng.integers(0, 10**6))
+                A, B = np.arange(off, off + n), np.arange(off + n - common, off + 2 * n - common)
+                if kind == "crc32":
+                    A, B = (np.array([zlib.crc32(str(int(x)).encode()) % shipped.P for x in S]) for S in (A, B))
+            sig = minhash.numpy_minhash([A, B], a, b)
+            errors.append(float(np.mean(sig[0] == sig[1])) - dedup.jaccard(A, B))
+        return float(np.mean(errors))
+
+    standard_error = math.sqrt(0.5 * 0.5 / 1024)   # of one estimate; the mean of 30 has 1/sqrt(30) of it
+    got = {kind: mean_error(kind) for kind in ("random", "crc32", "consecutive")}
+    assert abs(got["random"]) < 0.01 and abs(got["crc32"]) < 0.01
+    assert got["consecutive"] < -0.04 and got["consecutive"] < -4 * standard_error
+
+
 # ---------------------------------------------------------------- the pipeline and bad inputs
 def _records():
     return [
@@ -188,6 +261,45 @@ def test_completeness_checker_on_placeholders():
     text = "---\nlicense: mit\n---\n## Dataset Description\n[More Information Needed]\n## Dataset Structure\nrows\n"
     got = card.completeness(text)
     assert got["Dataset Structure"] and not got["Dataset Description"] and not got["Additional Information"]
+
+
+def test_completeness_checker_reads_the_current_huggingface_hub_template():
+    """A card made from huggingface_hub's own template (DatasetCard.from_template): empty, every
+    section is unfilled (placeholders, value-less labels, the stock Recommendations sentence);
+    filled, every section of the checker is found under the current template's headings."""
+    from huggingface_hub import DatasetCard, DatasetCardData
+    empty = DatasetCard.from_template(DatasetCardData(), pretty_name="Empty").content
+    assert "## Uses" in empty and "## Bias, Risks, and Limitations" in empty and "## Citation [optional]" in empty
+    assert card.completeness(empty) == dict.fromkeys(card.RECOMMENDED_SECTIONS, False)
+    filled = DatasetCard.from_template(
+        DatasetCardData(license="mit"), pretty_name="Filled", dataset_description="Package READMEs.",
+        dataset_structure="One row per document.", curation_rationale_section="Licences known.",
+        bias_risks_limitations="Licences as declared.", citation_bibtex="@misc{course}").content
+    assert card.completeness(filled) == dict.fromkeys(card.RECOMMENDED_SECTIONS, True)
+    only_uses = DatasetCard.from_template(DatasetCardData(), pretty_name="Uses", direct_use="Training small models.").content
+    got = card.completeness(only_uses)
+    assert got["Considerations for Using the Data"] and sum(got.values()) == 1
+    # every heading of the current template is mapped to one of the checker's sections
+    headings = set(card.section_texts(empty))
+    mapped = {h for hs in card.SECTION_HEADINGS.values() for h in hs}
+    assert headings <= mapped, headings - mapped
+
+
+def test_completeness_checker_in_each_template():
+    from genfast.labs import lab05_dataset_cards as lab
+    assert card.completeness(lab.TEMPLATE_LIKE) == lab.TEMPLATE_LIKE_FILLED            # legacy headings
+    assert card.completeness(lab.CURRENT_TEMPLATE_LIKE) == lab.CURRENT_TEMPLATE_LIKE_FILLED
+    lab.check_placeholder_card(card.completeness, lab.current_template_placeholders())
+
+
+def test_a_checker_that_knows_only_the_legacy_template_fails_with_a_clear_message():
+    from genfast.labs import lab05_dataset_cards as lab
+
+    def legacy_only(card_text):   # correct by the old spec: the five legacy titles only
+        found = {t.lower(): b for t, b in card.section_texts(card_text).items()}
+        return {s: s.lower() in found and card.is_filled(found[s.lower()]) for s in card.RECOMMENDED_SECTIONS}
+    with pytest.raises(checks.CheckFailed, match="current template.*wrong for .*'Dataset Description'"):
+        lab.check_card(legacy_only, card.build_card(pipeline.run(_records())[2]).content)
 
 
 # ---------------------------------------------------------------- the learner install's seam

@@ -1,12 +1,17 @@
 """The dataset card: YAML metadata the hub reads, the recommended sections, a card built from a run.
 
 A card is a README.md: a YAML block between '---' lines (licence, language, size category,
-source datasets, task categories: what the hub indexes and filters on), then markdown. The
-recommended top-level sections are those of the hub's dataset card template, the ones the
-large-scale study of hub dataset cards counted (Yang et al., ICLR 2024: 86.0% of the 100
-most-downloaded cards fill every recommended section, against 7.9% of cards with no downloads;
-the source's figures, not re-measured here). Whether a card fills them is lab 05's checker
-(`card_completeness`), written on `section_texts` and `PLACEHOLDER`.
+source datasets, task categories: what the hub indexes and filters on), then markdown.
+
+Two templates. The checker's five sections (RECOMMENDED_SECTIONS) are the top-level headings of
+the LEGACY dataset card template (the `datasets` library's card guide), the ones the large-scale
+study of hub dataset cards counted (Yang et al., ICLR 2024: 86.0% of the 100 most-downloaded
+cards fill every one of these sections, against 7.9% of cards with no downloads; the source's
+figures, not re-measured here). The CURRENT template, the one `huggingface_hub` ships
+(huggingface_hub/templates/datasetcard_template.md, `DatasetCard.from_template`), renames and
+splits them; SECTION_HEADINGS says which of its top-level headings carry each of the five, so a
+card in either template can be checked. Whether a card fills them is lab 05's checker
+(`card_completeness`), written on `section_texts`, `SECTION_HEADINGS` and `PLACEHOLDER`.
 
 Everything here is offline: `huggingface_hub.DatasetCard` parses and writes cards without the
 network (only `card.validate()` and `push_to_hub` call the hub, and they are never used).
@@ -19,20 +24,50 @@ from huggingface_hub import DatasetCard, DatasetCardData
 
 RECOMMENDED_SECTIONS = ("Dataset Description", "Dataset Structure", "Dataset Creation",
                         "Considerations for Using the Data", "Additional Information")
-PLACEHOLDER = re.compile(r"\[More Information Needed\]|<!--.*?-->|^\s*(TODO|TBD|N/?A)\.?\s*$", re.S | re.M | re.I)
+# The top-level ('## ') headings that carry each recommended section: the legacy template's own
+# title first, then the current huggingface_hub template's. Where each current heading goes,
+# its subsections ('###', '####') with it:
+#   Dataset Details (> Dataset Description, Dataset Sources)      -> Dataset Description
+#   Dataset Structure                                             -> Dataset Structure
+#   Dataset Creation (> Curation Rationale, Source Data, Annotations,
+#                       Personal and Sensitive Information)       -> Dataset Creation (as in the legacy one)
+#   Uses (> Direct Use, Out-of-Scope Use)                         -> Considerations for Using the Data
+#   Bias, Risks, and Limitations (> Recommendations)              -> Considerations for Using the Data
+#   Citation, Glossary, More Information, Dataset Card Authors,
+#   Dataset Card Contact                                          -> Additional Information
+# (The legacy Considerations held Social Impact, Discussion of Biases, Other Known Limitations;
+# its Additional Information held Dataset Curators, Licensing and Citation Information, Contributions.)
+SECTION_HEADINGS = {
+    "Dataset Description": ("Dataset Description", "Dataset Details"),
+    "Dataset Structure": ("Dataset Structure",),
+    "Dataset Creation": ("Dataset Creation",),
+    "Considerations for Using the Data": ("Considerations for Using the Data", "Uses", "Bias, Risks, and Limitations"),
+    "Additional Information": ("Additional Information", "Citation", "Glossary", "More Information",
+                               "Dataset Card Authors", "Dataset Card Contact"),
+}
+# What an unfilled section holds: the templates' "[More Information Needed]", HTML comments
+# (their instructions), TODO-like lines, and two things the current template renders when
+# nothing is given: a bold label with no value ("- **Curated by:** [More Information Needed]",
+# "**BibTeX:**") and its stock Recommendations sentence.
+PLACEHOLDER = re.compile(r"\[More Information Needed\]|<!--.*?-->|^\s*(TODO|TBD|N/?A)\.?\s*$"
+                         r"|^[ \t]*(?:[-*][ \t]*)?\*\*[^*\n]+\*\*[ \t]*(?:\[More Information Needed\])?[ \t]*$"
+                         r"|Users should be made aware of the risks, biases and limitations of the dataset\. "
+                         r"More information needed for further recommendations\.", re.S | re.M | re.I)
 REQUIRED_YAML = ("license", "language", "size_categories", "source_datasets", "task_categories")
 HUB_IDS = {"MIT", "Apache-2.0", "BSD-2-Clause", "BSD-3-Clause", "ISC", "MPL-2.0", "GPL-3.0", "CC0-1.0",
            "Unlicense", "CC-BY-4.0", "CC-BY-SA-4.0", "CC-BY-NC-4.0", "Zlib", "BSL-1.0", "PSF-2.0", "0BSD"}
 
 
 def section_texts(card_text: str) -> dict[str, str]:
-    """{top-level ('## ') section title: its body, subsections included} of a card's markdown."""
+    """{top-level ('## ') section title: its body, subsections included} of a card's markdown.
+    A title's " [optional]" mark (the current template's) is dropped: "## Citation [optional]"
+    is "Citation"."""
     body = re.sub(r"\A---\n.*?\n---\n", "", card_text, flags=re.S)
     out, current = {}, None
     for line in body.splitlines():
         m = re.match(r"^(#{1,2})\s+(.*?)\s*#*\s*$", line)
         if m:
-            current = m[2].strip() if len(m[1]) == 2 else None
+            current = re.sub(r"\s*\[optional\]$", "", m[2].strip(), flags=re.I) if len(m[1]) == 2 else None
             if current is not None:
                 out.setdefault(current, "")
             continue

@@ -15,6 +15,13 @@ Categories of one SPDX licence id (`category_of_id`): public-domain, permissive,
 non-commercial, unknown. The category of a whole expression (`A AND B`, `A OR B`, `A WITH
 exception`) is what lab 05 asks you to compute (`classify`); `normalize` takes that function as
 an argument. What a policy does with a category (keep, exclude, flag) is yours too (`decide`).
+
+`A AND B` usually means "as restrictive as the stricter of the two", but not always: where the
+two sets of terms contradict each other nobody can meet both, and the combination may not be
+redistributed at all (GPL-2.0-only AND Apache-2.0). `incompatible` knows a short table of such
+pairs (INCOMPATIBLE); `resolve_declarations` marks an expression that combines one in every
+choice its ORs allow as a conflict (`conflict=True`, with the reason in `problems`), so a
+`decide` that flags conflicts holds it back for a person.
 """
 from __future__ import annotations
 
@@ -108,6 +115,86 @@ def category_of_id(license_id: str) -> str:
     return "unknown"
 
 
+# Licence pairs that may not be redistributed together, whatever their categories: "A AND B"
+# needs both sets of terms at once, and these contradict each other. A short table of
+# well-known cases, each with its source; not a compatibility matrix (that is a lawyer's
+# question: the pipeline flags, a person decides). Exceptions (WITH) are not looked at: the base
+# licence decides, which errs on the side of a flag.
+def _gpl2_only(lid: str) -> bool:
+    return lid in ("GPL-2.0-only", "GPL-2.0")
+
+
+def _version3_copyleft(lid: str) -> bool:
+    return lid.startswith(("GPL-3.0", "LGPL-3.0", "AGPL-3.0"))
+
+
+def _share_alike(lid: str) -> bool:   # licences that forbid further restrictions on the combined work
+    return lid.startswith(("GPL-", "LGPL-", "AGPL-", "CC-BY-SA-"))
+
+
+def _restricts_use_or_redistribution(lid: str) -> bool:
+    return category_of_id(lid) == "non-commercial" or bool(
+        re.match(r"LicenseRef-.*(proprietary|no-?redistribution|all-?rights-?reserved)", lid, re.I))
+
+
+INCOMPATIBLE = [
+    # Apache Software Foundation, "Apache License v2.0 and GPL Compatibility"
+    # (https://www.apache.org/licenses/GPL-compatibility.html); FSF licence list, Apache 2.0
+    # (https://www.gnu.org/licenses/license-list.html#apache2): fine with GPL-3.0, not GPL-2.0.
+    (_gpl2_only, lambda lid: lid == "Apache-2.0",
+     "Apache-2.0's patent termination and indemnity terms are further restrictions GPL-2.0-only "
+     "does not allow (Apache-2.0 is compatible with GPL-3.0, not GPL-2.0)"),
+    # FSF GPL FAQ, "Is GPLv3 compatible with GPLv2?" and the compatibility matrix
+    # (https://www.gnu.org/licenses/gpl-faq.html#v2v3Compatibility, #AllCompatibility).
+    (_gpl2_only, _version3_copyleft,
+     "each requires the combined work under its own terms, and GPL-2.0-only code may not move to version 3"),
+    # GPL-2.0 section 6 and GPL-3.0 section 10 ("no further restrictions"), CC BY-SA 4.0 section
+    # 2(a)(5)(C) ("no downstream restrictions"); FSF licence list on CC BY-NC
+    # (https://www.gnu.org/licenses/license-list.html#CC-BY-NC).
+    (_share_alike, _restricts_use_or_redistribution,
+     "a share-alike licence forbids further restrictions on the combined work, and a no-commercial-use "
+     "or no-redistribution term is one"),
+]
+
+
+def _choices(node) -> list[frozenset]:
+    """The sets of licence ids an expression may be used under: one per way of resolving its ORs."""
+    from license_expression import AND, OR, LicenseWithExceptionSymbol
+    if isinstance(node, AND):
+        out = [frozenset()]
+        for child in node.args:
+            out = [a | b for a in out for b in _choices(child)][:256]   # bounded: real expressions are short
+        return out
+    if isinstance(node, OR):
+        return [c for child in node.args for c in _choices(child)][:256]
+    if isinstance(node, LicenseWithExceptionSymbol):
+        return [frozenset({node.license_symbol.key})]
+    return [frozenset({node.key})]
+
+
+def incompatible(expression: str | None) -> list[str]:
+    """Why an expression cannot be redistributed: one line per known-incompatible pair it ANDs
+    together (INCOMPATIBLE). [] when it has none, or when some choice its ORs allow has none
+    ("(GPL-2.0-only OR MIT) AND Apache-2.0" is fine: take MIT)."""
+    if not expression or not expression.strip():
+        return []
+    try:
+        tree = spdx().parse(expression, validate=False)
+    except Exception:   # unparseable: reported elsewhere
+        return []
+    if tree is None:
+        return []
+    reasons = []
+    for ids in _choices(tree):
+        found = [f"{a} AND {b} cannot be redistributed together: {why}"
+                 for left, right, why in INCOMPATIBLE for a in sorted(ids) for b in sorted(ids)
+                 if a != b and left(a) and right(b)]
+        if not found:
+            return []
+        reasons += [r for r in found if r not in reasons]
+    return reasons
+
+
 @dataclass
 class LicenseInfo:
     """What the pipeline knows about one record's licence."""
@@ -115,7 +202,7 @@ class LicenseInfo:
     method: str                     # how it was determined, for the report and the card
     category: str = "unknown"
     problems: list[str] = field(default_factory=list)   # unparseable strings, conflicts
-    conflict: bool = False
+    conflict: bool = False          # declarations that disagree, or an AND of incompatible licences
 
 
 def _from_free_text(text: str) -> tuple[str | None, str]:
@@ -179,6 +266,9 @@ def resolve_declarations(expression: str | None = None, license_field: str | Non
         if not _equivalent(expr, other):
             info.conflict = True
             info.problems.append(f"conflict: {method} says {expr!r} but {other_method} says {other!r}")
+    for why in incompatible(expr):
+        info.conflict = True
+        info.problems.append(f"incompatible licences: {why}")
     return info
 
 

@@ -6,6 +6,13 @@ x < P (`shingle_hashes`). MinHash draws H random hash functions h_i(x) = (a_i x 
 document's shingles: sig[d, i] = min over x in S_d of (a_i x + b_i) mod P. Computing that is lab
 05's Triton kernel; this module only makes what it reads.
 
+The hash family. MinHash's estimate is unbiased when every element of A u B is equally likely
+to hold the minimum: min-wise independence (Broder et al., 1998), not universality (a bound on
+two keys colliding). (a x + b) mod P is pairwise independent but not min-wise independent. In
+practice it behaves on keys that look random, which is why shingles are hashed (crc32) before
+it; on structured keys such as runs of consecutive integers it underestimates J (measured in
+tests/test_lab05.py, numbers in course/05_dataset_cards/notes.md).
+
 Overflow. P = 2^31 - 1 is a Mersenne prime. Shingle hashes are reduced below P, and a, b are drawn
 in [1, P) and [0, P), so a * x + b < 2^62 + 2^31: exact in signed 64-bit integers (tl.int64).
 

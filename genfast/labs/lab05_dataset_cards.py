@@ -91,8 +91,18 @@ def check_opt_out_source(apply_opt_outs, records, source):
         _fail(f"opting out the source {source!r} removed {n} records, expected {len(ours)}")
 
 
+def incompatible_case() -> tuple:
+    """A decide case: GPL-2.0-only AND Apache-2.0, whose category (copyleft) a policy may allow,
+    but which cannot be redistributed at all: `resolve_declarations` marks it a conflict."""
+    info = licenses.resolve_declarations("GPL-2.0-only AND Apache-2.0")
+    info.category = "copyleft"
+    return (info, {"public-domain", "permissive", "copyleft"}, "flag",
+            "GPL-2.0-only AND Apache-2.0 (incompatible licences: conflict=True, problems say why) "
+            "under a policy that allows copyleft")
+
+
 def check_policy(decide, apply_opt_outs):
-    check_decide(decide)
+    check_decide(decide, DECIDE_CASES + [incompatible_case()])
     check_opt_outs(apply_opt_outs)
 
 
@@ -322,8 +332,9 @@ def measured_candidate_rates(my_minhash, levels=SCURVE_LEVELS, configs=SCURVE_CO
 
 
 # 9. the dataset card ------------------------------------------------------------------------------
-CARD_HINT = ("drop card.PLACEHOLDER matches first, then look for a non-blank line that is not a heading; "
-             "a missing section is False; compare titles in lower case")
+CARD_HINT = ("a recommended section's content is the bodies of every heading card.SECTION_HEADINGS lists for it "
+             "(legacy and current template); drop card.PLACEHOLDER matches first, then look for a non-blank line "
+             "that is not a heading; a missing section is False; compare titles in lower case")
 TEMPLATE_LIKE = """---
 license: mit
 ---
@@ -344,15 +355,91 @@ TEMPLATE_LIKE_FILLED = {"Dataset Description": True, "Dataset Structure": False,
                         "Considerations for Using the Data": False, "Additional Information": False}
 
 
+# the same kind of card in huggingface_hub's current template (DatasetCard.from_template): other
+# headings, "[optional]" marks, value-less labels and the template's stock Recommendations sentence
+CURRENT_TEMPLATE_LIKE = """---
+license: mit
+---
+# Dataset Card for A dataset
+
+A one-line summary.
+
+## Dataset Details
+
+### Dataset Description
+
+Package READMEs, cleaned and deduplicated.
+
+- **Curated by:** [More Information Needed]
+
+### Dataset Sources [optional]
+
+- **Repository:** [More Information Needed]
+
+## Uses
+
+### Direct Use
+
+<!-- This section describes suitable use cases for the dataset. -->
+
+[More Information Needed]
+
+## Dataset Structure
+
+[More Information Needed]
+
+## Dataset Creation
+
+### Curation Rationale
+
+Only text whose licence allows redistribution.
+
+## Bias, Risks, and Limitations
+
+Licences are as declared by each source, not verified.
+
+### Recommendations
+
+Users should be made aware of the risks, biases and limitations of the dataset. More information needed for further recommendations.
+
+## Citation [optional]
+
+**BibTeX:**
+
+[More Information Needed]
+
+## Dataset Card Contact
+
+[More Information Needed]
+"""
+CURRENT_TEMPLATE_LIKE_FILLED = {"Dataset Description": True, "Dataset Structure": False, "Dataset Creation": True,
+                                "Considerations for Using the Data": True, "Additional Information": False}
+
+
 def check_card(card_completeness, lab_card_text):
-    """A half-filled card, then the lab's own card (which is complete)."""
+    """A half-filled card in the legacy template and one in the current template, then the lab's
+    own card (which is complete)."""
     got = checks.call(card_completeness, TEMPLATE_LIKE, name="card_completeness", hint=CARD_HINT)
     if got != TEMPLATE_LIKE_FILLED:
         _fail(f"card_completeness on a half-filled card returned {got}, expected {TEMPLATE_LIKE_FILLED}", CARD_HINT)
+    got = checks.call(card_completeness, CURRENT_TEMPLATE_LIKE, name="card_completeness", hint=CARD_HINT)
+    if got != CURRENT_TEMPLATE_LIKE_FILLED:
+        wrong = sorted(k for k in CURRENT_TEMPLATE_LIKE_FILLED
+                       if not isinstance(got, dict) or got.get(k) != CURRENT_TEMPLATE_LIKE_FILLED[k])
+        _fail(f"card_completeness on a half-filled card in huggingface_hub's current template (headings Dataset "
+              f"Details, Uses, Bias, Risks, and Limitations, Citation [optional], ...) returned {got}, expected "
+              f"{CURRENT_TEMPLATE_LIKE_FILLED}; wrong for {wrong}", CARD_HINT)
     got = checks.call(card_completeness, lab_card_text, name="card_completeness", hint=CARD_HINT)
     if not all(got.values()):
         _fail(f"the lab's own card should be complete; card_completeness says {got}")
     print(f"card_completeness: {sum(got.values())}/{len(got)} recommended sections filled in the lab's card")
+
+
+def current_template_placeholders() -> str:
+    """huggingface_hub's current dataset card template rendered with nothing filled in: every
+    section holds only the template's placeholders, labels and stock sentences."""
+    from huggingface_hub import DatasetCard, DatasetCardData
+    return DatasetCard.from_template(DatasetCardData(), pretty_name="An empty card").content
 
 
 def check_placeholder_card(card_completeness, card_text):

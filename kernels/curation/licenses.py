@@ -2,7 +2,10 @@
 
 For an expression: `A AND B` needs both licences' terms, so it takes the MORE restrictive
 category; `A OR B` lets the user choose, so it takes the LESS restrictive; `A WITH exception`
-takes A's category (exceptions only grant extra permissions). Precedence as in SPDX:
+takes A's category (exceptions only grant extra permissions). The category is not the whole
+story for AND: some pairs cannot be redistributed together at all (GPL-2.0-only AND Apache-2.0);
+`genfast.curation.licenses.incompatible` knows a short table of them and `resolve_declarations`
+marks such an expression as a conflict, which `decide` flags. Precedence as in SPDX:
 WITH > AND > OR. The reference parses the tokens itself (the learner walks the parse tree of
 `license-expression`); both agree on every expression the lab uses.
 
