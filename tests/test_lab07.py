@@ -8,7 +8,7 @@ import torch
 from autograder import grading, samples
 from genfast import checks, policy
 from genfast.interp import editing as g_editing
-from genfast.interp import hooked, patchscope, tasks
+from genfast.interp import attribution, fourier, hooked, patchscope, tasks
 from genfast.interp import lens as g_lens
 from genfast.interp import patching as g_patching
 from genfast.interp import probes as g_probes
@@ -53,7 +53,7 @@ def test_the_learner_side_holds_no_answer():
     graded = {"get_cache", "ablate_head", "prev_token_score", "induction_score", "logit_lens", "fit_probe",
               "probe_accuracy", "probe_selectivity", "probe_by_layer", "patch_resid_scan", "patch_scan", "patch_resid", "diff_of_means", "project_out",
               "sae_loss", "rank_one_edit", "ablate_head_hook", "run_with_cache", "apply_edit", "project_hook"}
-    for module in (hooked, tasks, patchscope, g_editing, g_lens, g_patching, g_probes, g_sae, g_scores, g_steering, lab):
+    for module in (hooked, tasks, patchscope, fourier, attribution, g_editing, g_lens, g_patching, g_probes, g_sae, g_scores, g_steering, lab):
         assert not graded & set(vars(module)), f"{module.__name__} has {graded & set(vars(module))}"
 
 
@@ -105,6 +105,44 @@ def test_modadd_generalises_and_facts_are_memorised(facts):
     ftok, target = tasks.facts_data()
     with torch.no_grad():
         assert (facts(ftok)[:, -1].argmax(-1) == target).float().mean() == 1.0
+
+
+# the Fourier mechanism of the shipped modular-addition model (Nanda et al. 2023), measured
+MODADD_KEY_FREQUENCIES = {3, 4, 9, 12, 17, 18, 19}
+MODADD_ENERGY_FRACTION = 0.775   # of the embedding's energy (k = 0 included) in the key frequencies
+MODADD_LOGIT_R2 = 0.904          # of the centred logits' variance explained by sum_k alpha_k cos(w_k (a + b - c))
+
+
+def test_fourier_check_on_planted_waves():
+    p = 53
+    a = torch.arange(p, dtype=torch.float64)
+    model = hooked.HookedTransformer(hooked.Config(vocab_size=p + 1, n_ctx=3, d_model=8, n_layer=1, d_mlp=16))
+    with torch.no_grad():
+        model.tok_emb.weight[:p] = 0.01 * torch.randn(p, 8, generator=torch.Generator().manual_seed(0))
+        model.tok_emb.weight[:p, 0] += torch.cos(2 * torch.pi * 5 * a / p).float()
+        model.tok_emb.weight[:p, 1] += torch.sin(2 * torch.pi * 11 * a / p).float()
+    spectrum = fourier.embedding_spectrum(model, p)
+    assert torch.isclose(spectrum.sum(), p * (model.tok_emb.weight[:p].double() ** 2).sum())   # Parseval
+    assert set(fourier.key_frequencies(spectrum)) == {5, 11}
+    s = a[:, None, None] + a[None, :, None] - a[None, None, :]
+    logits = 3 * torch.cos(2 * torch.pi * 5 * s / p) + torch.cos(2 * torch.pi * 11 * s / p) + a[:, None, None]
+    fit = fourier.fourier_logit_fit(logits, [5, 11])
+    assert abs(fit["r2"] - 1) < 1e-9 and abs(fit["alpha"][5] - 3) < 1e-9 and fit["accuracy"] == 1.0
+    assert fourier.fourier_logit_fit(logits, [7])["r2"] < 1e-6
+
+
+def test_modadd_model_computes_with_a_few_key_frequencies():
+    """The embedding's energy sits in 7 of the 26 frequencies and their cosines explain ~90% of the
+    logits' variance (the fitted form alone answers every pair); an untrained model has neither."""
+    mech = fourier.check_mechanism(hooked.load("modadd"))
+    assert set(mech["key_frequencies"]) == MODADD_KEY_FREQUENCIES
+    assert mech["energy_fraction"] > 0.75 and abs(mech["energy_fraction"] - MODADD_ENERGY_FRACTION) < 1e-3
+    assert mech["even_share"] < 0.3
+    assert mech["logit_r2"] > 0.88 and abs(mech["logit_r2"] - MODADD_LOGIT_R2) < 1e-3
+    assert mech["fourier_accuracy"] == 1.0
+    torch.manual_seed(0)
+    untrained = fourier.check_mechanism(hooked.HookedTransformer(hooked.load("modadd").cfg).eval())
+    assert untrained["key_frequencies"] == [] and untrained["logit_r2"] == 0.0
 
 
 def test_training_is_deterministic_for_a_few_steps():
@@ -242,6 +280,43 @@ def test_patching_localises_the_changed_position_and_layer_one_heads(induction):
     heads = g_patching.patch_heads(induction, clean, corrupted, metric)
     assert heads[1].sum() > 0.7 and heads[0].abs().max() < 0.05
     assert torch.allclose(heads, patching.patch_heads(induction, clean, corrupted, metric), atol=1e-5)
+
+
+DLA_ATOL = 1e-4   # fp32 on logits of size ~10: the frozen-scale split is exact up to rounding (measured <= 5e-6)
+
+
+@pytest.mark.parametrize("name", ["induction", "modadd", "facts", "shakespeare"])
+def test_direct_logit_attribution_sums_to_the_logit(name, shakespeare):
+    if name == "shakespeare":
+        _, model, tok = shakespeare
+        x = tok.encode("ROMEO:\nBut soft, what light through yonder window breaks?\n").unsqueeze(0).repeat(2, 1)
+    else:
+        model = hooked.load(name)
+        x = {"induction": tasks.repeated_tokens(8, 10, seed=3, vocab=32), "modadd": tasks.modadd_data()[0][:64],
+             "facts": tasks.facts_data()[0][:64]}[name]
+    with torch.no_grad():
+        logits = model(x)
+    rows = torch.arange(len(x))
+    for pos in (-1, 0):
+        target, other = logits[:, pos].argmax(-1), logits[:, pos].argmin(-1)
+        dla = attribution.direct_logit_attribution(model, x, target, pos=pos)
+        assert torch.allclose(sum(dla.values()), logits[rows, pos, target], atol=DLA_ATOL)
+        diff = attribution.direct_logit_attribution(model, x, target, other, pos=pos)
+        assert torch.allclose(sum(diff.values()), logits[rows, pos, target] - logits[rows, pos, other], atol=DLA_ATOL)
+        assert torch.allclose(sum(attribution.grouped(diff).values()), sum(diff.values()), atol=1e-5)
+    writes, resid = attribution.residual_writes(model, x)
+    assert torch.allclose(sum(writes.values()), resid, atol=1e-4)
+    n_heads = model.cfg.n_layer * model.cfg.n_head
+    assert len([k for k in writes if "H" in k]) == n_heads
+
+
+def test_direct_logit_attribution_credits_the_induction_heads(induction):
+    clean, _, good, bad, _ = g_patching.induction_prompts(32, 10, 5)
+    dla = attribution.grouped(attribution.direct_logit_attribution(induction, clean, good, bad))
+    total = sum(dla.values()).mean()
+    assert abs(total - 5.208) < 1e-2
+    assert dla["L1 heads"].mean() > 0.95 * total and abs(dla["L0 heads"].mean()) < 0.2
+    assert abs(dla["embed + pos"].mean()) < 0.1
 
 
 # ---------------------------------------------------------------- steering and neurons

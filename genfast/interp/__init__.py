@@ -8,7 +8,12 @@ of the learner install); where a tool needs one, it takes the learner's function
 - tasks.py:      induction (repeated random segments), modular addition, synthetic facts
 - scores.py:     a table of head scores from the learner's score functions; the best head
 - lens.py:       the residual-stream names the lens decodes; the rank of a token
-- probes.py:     the previous-token probe data set and the residual-stream features per layer
+- fourier.py:    the modular-addition model against its known mechanism (key frequencies of the
+                 embedding, the logits' fit by sum_k cos(w_k (a + b - c)))
+- probes.py:     the previous-token probe data set, its control task (a random label per previous-token
+                 type) and the residual-stream features per layer
+- attribution.py: direct logit attribution (each component's write through the frozen final LayerNorm
+                 onto a logit direction)
 - patching.py:   clean / corrupted induction prompts, the logit difference, one head's output patched
 - steering.py:   speaker names in Shakespeare, neuron search and ablation hooks, steering hooks, losses
 - sae.py:        the sparse autoencoder model (encode / decode), the shipped SAE and its evaluation
