@@ -24,8 +24,8 @@ from typing import Callable
 import torch
 
 from genfast import bench, checks, runtime
-from kernels import (attention, kv_cache, linear_attention, matmul, minhash, selective_scan, similarity_topk, softmax,
-                     vector_add)
+from kernels import (attention, flash_backward, kv_cache, linear_attention, matmul, minhash, selective_scan,
+                     similarity_topk, softmax, vector_add)
 
 COPY_BYTES = 1 << 30
 DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
@@ -93,6 +93,8 @@ for _dt in (torch.float16, torch.bfloat16):
                                lambda s, d: matmul.flops(*s), unit="TFLOP/s"))
 # lab 02: FlashAttention forward, B=4 H=16 N=4096 bf16, d=64/128, causal or not, vs torch SDPA (flash backend)
 CASES += attention.bench_cases(BenchCase, randn)
+# ... and its backward (dQ, dK, dV from the saved LSE) vs torch's FlashAttention-2 backward
+CASES += flash_backward.bench_cases(BenchCase, randn)
 # lab 03: chunked linear attention (B=4 H=16 N=4096 d=64/128 bf16) vs the masked quadratic form;
 # selective scan (batch=4 L=1024 D=512 S=16) vs the sequential PyTorch loop
 CASES += linear_attention.bench_cases(BenchCase, randn)
