@@ -130,13 +130,14 @@ SPECS += [
                SAMPLING_POINTERS, sampling_configs, SAMPLING_SCALARS, reference=False),
 ]
 
-# lab04: split-K decode over fp16 / int8 / packed int4 caches (d = 128), and the combine --------
+# lab04: split-K, GQA-aware decode over fp16 / int8 / packed int4 caches (d = 128): the G query
+# heads of a KV head are one tile of a tl.dot, so tensor cores must show; and the combine ---------
 for _bits in (16, 8, 4):
     SPECS += [
         reference(f"kv_cache._decode_split_kernel int{_bits} (reference)", "kernels.kv_cache", "_decode_split_kernel",
-                  lab04.decode_kernel_signature(_bits)),
+                  lab04.decode_kernel_signature(_bits), uses_dot=True),
         solution("lab04_kv_cache", "decode_kernel", lab04.decode_kernel_signature(_bits),
-                 label=f"decode_split_kernel int{_bits}"),
+                 label=f"decode_split_kernel int{_bits}", uses_dot=True),
     ]
 SPECS.append(KernelSpec("kv_cache._combine_kernel (reference)", attr("kernels.kv_cache", "_combine_kernel"),
                         {"O_PART": "*fp32", "LSE_PART": "*fp32", "O": "*fp16"},

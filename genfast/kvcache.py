@@ -1,5 +1,7 @@
 """Lab 04's machinery: a press-able KV cache for the course model, the press interface, the quality
-experiments (perplexity, needle retrieval) and the quantized-cache record the decode kernel reads.
+experiments (perplexity, needle retrieval), the quantized-cache record the decode kernel reads and
+the byte / FLOP counts of the module's notes (`kv_bytes`, `bytes_moved`, `decode_intensity`,
+`decode_step_time`, `kv_bytes_per_token`, `mla_bytes_per_token`).
 
 Nothing here is one of the lab's answers. The lab's graded functions (the cache size, the cached
 attention layer, the four eviction scores, the quantizer and the int4 packing, the decode kernel
@@ -7,7 +9,8 @@ and its combine) are the learner's, and everything here that needs one takes it 
 
 * `ScorePress(budget, score)` keeps the `budget` entries a score function ranks highest;
   `eviction_presses(...)` builds the four eviction presses from the four score functions;
-* `KIVIQuant(bits, group, quantize)` quantizes with the `quantize(x, bits, dim)` it is given;
+* `KIVIQuant(bits, group, residual, quantize)` quantizes with the asymmetric `quantize(x, bits,
+  dim)` it is given; `SymmetricQuant` is the naive baseline (`quantize_symmetric`, not graded);
 * `press_forward(cached_attention)` is the course model's forward with a press-able cache, built on
   a `cached_attention(att, x, past)` layer; `evaluate(model, tokens, press, prefill, forward)` runs
   teacher-forced decoding with such a forward.
@@ -158,32 +161,76 @@ def eviction_presses(sliding_window_score, streaming_llm_score, h2o_score, snapk
     return {"sliding window": window, "sinks + window": streaming, "H2O": h2o, "SnapKV": snapkv}
 
 
-class KIVIQuant(Press):
-    """Keys per channel over complete groups of `group` tokens, values per token, with
-    `quantize(x, bits, dim) -> (codes, scale)` (simulated: the attention sees codes x scale, what
-    an int cache holds); the last incomplete key group stays in full precision (KIVI's residual)."""
+def quantize_symmetric(x: torch.Tensor, bits: int, dim: int):
+    """The naive baseline: symmetric abs-max, round to nearest. (codes int8, scale fp32) with
+    x ~ codes * scale; one scale per slice along `dim` (kept, size 1); codes in [-qmax, qmax],
+    qmax = 2^(bits-1) - 1, so only 2^bits - 1 of the 2^bits levels are used (int2: {-1, 0, 1}),
+    and a slice whose values are not centred on 0 wastes part of its range."""
+    qmax = 2 ** (bits - 1) - 1
+    scale = x.float().abs().amax(dim=dim, keepdim=True) / qmax
+    codes = torch.round(x.float() / scale.clamp_min(1e-12)).clamp(-qmax, qmax).to(torch.int8)
+    return codes, scale
 
-    def __init__(self, bits, group=16, quantize=None):
+
+def quantized_length(n: int, group: int, residual: int) -> int:
+    """How many of n cached tokens are stored quantized: the largest multiple of `group` that
+    leaves at least `residual` of the newest tokens in full precision (0 if there is none)."""
+    return max(0, (n - residual) // group * group)
+
+
+class KIVIQuant(Press):
+    """KIVI (Liu et al. 2024), simulated: the attention sees what an int cache holds (codes x
+    scale + minimum), with `quantize(x, bits, dim) -> (codes, scale, minimum)` (asymmetric: a
+    minimum and a scale per slice, 2^bits levels). Keys per channel over groups of `group`
+    tokens, values per token; the newest tokens stay in full precision (the residual window,
+    `residual` to `residual + group - 1` of them, for keys and values: groups are quantized whole).
+
+    KIVI's own bookkeeping differs in one detail: its key window fills up to R tokens and is then
+    quantized at once, its value window slides token by token. Here both share one boundary, so
+    that the decode kernel reads one quantized part and one full-precision part."""
+
+    zero_point = True
+
+    def __init__(self, bits, group=16, residual=16, quantize=None, name=None):
         if quantize is None:
-            raise TypeError("KIVIQuant needs quantize=, a function (x, bits, dim) -> (codes, scale)")
-        self.bits, self.group, self.quantize, self.name = bits, group, quantize, f"KIVI int{bits}"
+            raise TypeError("KIVIQuant needs quantize=, a function (x, bits, dim) -> (codes, scale, minimum)")
+        self.bits, self.group, self.residual, self.quantize = bits, group, residual, quantize
+        self.name = name or f"KIVI int{bits}"
 
     def _fake(self, x, dim):
-        codes, scale = self.quantize(x, self.bits, dim)
-        return (codes.float() * scale).to(x.dtype)
+        codes, scale, *minimum = self.quantize(x, self.bits, dim)   # the symmetric baseline has no minimum
+        return (codes.float() * scale + (minimum[0] if minimum else 0.0)).to(x.dtype)
 
     def __call__(self, layer):
         B, H, n, d = layer.k.shape
-        full = (n // self.group) * self.group
-        k = layer.k.clone()
-        if full:
-            grouped = k[:, :, :full].reshape(B, H, full // self.group, self.group, d)
-            k[:, :, :full] = self._fake(grouped, dim=3).reshape(B, H, full, d)
-        return replace(layer, k=k, v=self._fake(layer.v, dim=-1))
+        nq = quantized_length(n, self.group, self.residual)
+        if nq == 0:
+            return layer
+        k, v = layer.k.clone(), layer.v.clone()
+        groups = k[:, :, :nq].reshape(B, H, nq // self.group, self.group, d)
+        k[:, :, :nq] = self._fake(groups, dim=3).reshape(B, H, nq, d)   # keys: per channel, per group of tokens
+        v[:, :, :nq] = self._fake(v[:, :, :nq], dim=-1)                 # values: per token
+        return replace(layer, k=k, v=v)
 
-    def memory(self, context):
-        # codes + one fp16 scale per key channel and group, and per value token
-        return self.bits / 16 + (1 / self.group + 1 / 128) / 2
+    def memory(self, context, head_dim=32):
+        """Codes, plus an fp16 scale (and an fp16 minimum when asymmetric) per key channel and
+        group and per value token, plus the full-precision window; over a full fp16 cache."""
+        nq = quantized_length(context, self.group, self.residual)
+        per_scale = 16 * (2 if self.zero_point else 1)
+        keys = nq * (self.bits * head_dim + per_scale * head_dim / self.group)
+        values = nq * (self.bits * head_dim + per_scale)
+        window = (context - nq) * 2 * 16 * head_dim
+        return (keys + values + window) / (2 * 16 * head_dim * context)
+
+
+class SymmetricQuant(KIVIQuant):
+    """The naive baseline with KIVI's layout (keys per channel in groups, values per token, the
+    same full-precision window): symmetric abs-max codes (`quantize_symmetric`), no minimum."""
+
+    zero_point = False
+
+    def __init__(self, bits, group=16, residual=16, name=None):
+        super().__init__(bits, group, residual, quantize=quantize_symmetric, name=name or f"symmetric int{bits}")
 
 
 class GQAPool(Press):
@@ -358,51 +405,125 @@ def copy_task(tok, n, needle_len=24, length=128, needle_at=4, seed=1):
 # ----------------------------------------------------------------------------------------------
 @dataclass
 class QuantizedKV:
-    """A quantized cache: k, v codes (B, H_kv, N, d) int8 or (B, H_kv, N, d/2) uint8 (int4, two
-    codes a byte: channel j in the low nibble, j + d/2 in the high one, each + 8),
-    k_scale (B, H_kv, d) per channel, v_scale (B, H_kv, N) per token, fp32."""
+    """A KIVI-quantized cache of N = Nq + R tokens: the oldest Nq (a multiple of `group`) as
+    asymmetric codes, the newest R (the residual window) in full precision.
+
+    k, v: codes (B, H_kv, Nq, d) uint8 in [0, 255] (bits 8), or (B, H_kv, Nq, d/2) uint8 (bits 4,
+    two codes in [0, 15] a byte: channel j in the low nibble, channel j + d/2 in the high one);
+    k_scale, k_min (B, H_kv, Nq / group, d) fp32: keys per channel, one pair per group of tokens;
+    v_scale, v_min (B, H_kv, Nq) fp32: values per token; a key or value is codes x scale + min;
+    k_res, v_res (B, H_kv, R, d): the full-precision window, in the model's dtype."""
     k: torch.Tensor
     v: torch.Tensor
     k_scale: torch.Tensor
+    k_min: torch.Tensor
     v_scale: torch.Tensor
+    v_min: torch.Tensor
+    k_res: torch.Tensor
+    v_res: torch.Tensor
     bits: int
+    group: int
 
     @property
     def head_dim(self) -> int:
-        return self.k.shape[-1] * (2 if self.bits == 4 else 1)
+        return self.k_res.shape[-1]
+
+    @property
+    def length(self) -> int:
+        return self.k.shape[2] + self.k_res.shape[2]
 
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (self.k, self.v, self.k_scale, self.v_scale))
+        return sum(t.numel() * t.element_size() for t in (self.k, self.v, self.k_scale, self.k_min, self.v_scale,
+                                                           self.v_min, self.k_res, self.v_res))
 
 
 def _sm_count() -> int:
     return torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count
 
 
-def split_config(BH: int, N: int) -> dict:
-    """BLOCK_N and SPLIT_LEN of the split-K decode kernel (the lab's launcher and the reference
-    use this one): on a GPU enough splits for ~16 programs per SM (tiles of 64 tokens); in the
-    interpreter tiny tiles and splits, so that the checks exercise several of each."""
+def split_config(rows: int, N: int, block_n: int | None = None) -> dict:
+    """BLOCK_N and SPLIT_LEN of the split-K decode kernel for `rows` programs per split (B x H_kv)
+    and N tokens (the lab's launcher and the reference use this one). `block_n` fixes the tile (a
+    quantized part's tile is its key group: one scale and minimum per channel per tile). On a GPU
+    tiles of 64 tokens, 8 warps (at 4 the GQA kernel's 64-token K and V tiles spill) and enough
+    splits for ~16 programs per SM; in the interpreter tiles of 16 and two tiles a split, so that
+    the checks exercise several of each."""
     if runtime.on_gpu():
-        block_n = 64
+        block_n = block_n or 64
         target = 16 * _sm_count()
-        n_splits = max(1, min(triton.cdiv(N, 4 * block_n), triton.cdiv(target, BH)))
+        n_splits = max(1, min(triton.cdiv(N, 4 * block_n), triton.cdiv(target, rows)))
         split_len = triton.cdiv(triton.cdiv(N, n_splits), block_n) * block_n
-        return dict(BLOCK_N=block_n, SPLIT_LEN=split_len, num_warps=4, num_stages=2)
-    return dict(BLOCK_N=16, SPLIT_LEN=32)
+        return dict(BLOCK_N=block_n, SPLIT_LEN=split_len, num_warps=8, num_stages=2)
+    block_n = block_n or 16
+    return dict(BLOCK_N=block_n, SPLIT_LEN=2 * block_n)
 
 
-def kv_bytes(B, H_kv, N, d, bits):
-    """Bytes of a K and V cache (codes plus fp32 scales for the quantized formats)."""
-    codes = 2 * B * H_kv * N * d * bits // 8
-    scales = 0 if bits == 16 else B * H_kv * (d + N) * 4
-    return codes + scales
+def decode_parts(cache) -> list[tuple]:
+    """What one decode step reads, in token order, one kernel launch each: a list of
+    (k, v, scales, bits, config); scales = (k_scale, k_min, v_scale, v_min), None for a
+    full-precision part; config = split_config(B x H_kv, tokens of the part, tile).
+    A (k, v) tuple is one part (bits 16); a QuantizedKV is its quantized tokens (bits 8 or 4,
+    tile = its key group), then its full-precision window; an empty part is left out."""
+    if not isinstance(cache, QuantizedKV):
+        k, v = cache
+        return [(k, v, None, 16, split_config(k.shape[0] * k.shape[1], k.shape[2]))]
+    parts = []
+    B, H_kv, Nq = cache.k.shape[:3]
+    if Nq:
+        parts.append((cache.k, cache.v, (cache.k_scale, cache.k_min, cache.v_scale, cache.v_min), cache.bits,
+                      split_config(B * H_kv, Nq, cache.group)))
+    R = cache.k_res.shape[2]
+    if R:
+        parts.append((cache.k_res, cache.v_res, None, 16, split_config(B * H_kv, R)))
+    return parts
 
 
-def bytes_moved(B, H, N, d, bits, H_kv=None):
-    """Ideal traffic of one decode step: the K/V cache read once, q read and o written (fp16)."""
+def kv_bytes(B, H_kv, N, d, bits, group=64, residual=128):
+    """Bytes of a K and V cache of N tokens: fp16 (bits 16), or a QuantizedKV (bits 8 / 4): codes,
+    fp32 scales and minima (per key channel and group, per value token), the fp16 window."""
+    if bits == 16:
+        return 2 * B * H_kv * N * d * 2
+    nq = quantized_length(N, group, residual)
+    codes = 2 * B * H_kv * nq * d * bits // 8
+    scales = 2 * B * H_kv * (nq // group * d + nq) * 4          # (scale, minimum) pairs, fp32
+    window = 2 * B * H_kv * (N - nq) * d * 2
+    return codes + scales + window
+
+
+def bytes_moved(B, H, N, d, bits, H_kv=None, per_query_head=False, group=64, residual=128):
+    """Traffic of one decode-attention step: the K/V cache read, q read and o written (fp16).
+
+    The course's kernel runs one program per KV head and split, with the G = H / H_kv query
+    heads of the group in one tile: it reads each KV head once. A kernel with one program per
+    query head (`per_query_head=True`, the lab's kernel before) reads every KV head G times."""
     H_kv = H if H_kv is None else H_kv
-    return kv_bytes(B, H_kv, N, d, bits) + 2 * B * H * d * 2
+    reads = H // H_kv if per_query_head else 1
+    return reads * kv_bytes(B, H_kv, N, d, bits, group, residual) + 2 * B * H * d * 2
+
+
+def decode_intensity(H, H_kv, bits=16):
+    """FLOPs per byte of cache that decode attention does: per cached token and KV head it reads
+    2 x d values (K and V) of bits / 8 bytes and, for each of its G = H / H_kv query heads, does
+    2d FLOPs for q . k and 2d for p v: 4 d G / (2 d bits / 8) = 16 G / bits. fp16 multi-head: 1;
+    GQA: G; int8 / int4: twice / four times that (softmax and scales not counted)."""
+    return 16 * (H // H_kv) / bits
+
+
+def decode_step_time(weight_bytes, kv_bytes_per_sequence, batch, bandwidth):
+    """Seconds of one decode step when it is memory-bound: every weight is read once for the
+    whole batch, every sequence's cache once: (weight bytes + batch x KV bytes) / bandwidth."""
+    return (weight_bytes + batch * kv_bytes_per_sequence) / bandwidth
+
+
+def kv_bytes_per_token(layers, kv_heads, head_dim, bits=16):
+    """Cache bytes one token adds: 2 (K and V) x layers x kv heads x head dim x bits / 8."""
+    return 2 * layers * kv_heads * head_dim * bits // 8
+
+
+def mla_bytes_per_token(layers, latent_dim, rope_dim, bits=16):
+    """Multi-head latent attention (DeepSeek-V2) caches one latent c_KV (latent_dim) and one
+    shared RoPE key (rope_dim) per token and layer, for every head at once."""
+    return layers * (latent_dim + rope_dim) * bits // 8
 
 
 def torch_decode_attention(q, k, v, scale=None):
@@ -418,21 +539,24 @@ def torch_decode_attention(q, k, v, scale=None):
 
 
 def sdpa_decode(q, k, v):
-    """torch's own decode attention (the speed bar): SDPA with a single query, in q's dtype."""
-    return F.scaled_dot_product_attention(q[:, :, None], k, v)[:, :, 0]
+    """torch's own decode attention (the speed bar): SDPA with a single query, in q's dtype
+    (query heads h read kv head h // (H / H_kv))."""
+    return F.scaled_dot_product_attention(q[:, :, None], k, v, enable_gqa=k.shape[1] != q.shape[1])[:, :, 0]
 
 
-def random_quantized_kv(B, H_kv, N, d, bits, device=None, seed=0) -> QuantizedKV:
-    """A QuantizedKV of random codes and scales (for timing: every byte is a valid code)."""
+def random_quantized_kv(B, H_kv, N, d, bits, device=None, seed=0, group=64, residual=128,
+                        dtype=torch.float16) -> QuantizedKV:
+    """A QuantizedKV of random codes, scales and minima and a random window (for timing: every
+    byte is a valid code)."""
     device = device or runtime.device()
     gen = torch.Generator(device=device).manual_seed(seed)
-    if bits == 8:
-        k, v = (torch.randint(-127, 128, (B, H_kv, N, d), generator=gen, device=device, dtype=torch.int8)
-                for _ in range(2))
-    else:
-        k, v = (torch.randint(0, 256, (B, H_kv, N, d // 2), generator=gen, device=device, dtype=torch.uint8)
-                for _ in range(2))
-    qmax = 2 ** (bits - 1) - 1
-    k_scale = torch.rand(B, H_kv, d, generator=gen, device=device) * 4 / qmax
-    v_scale = torch.rand(B, H_kv, N, generator=gen, device=device) * 4 / qmax
-    return QuantizedKV(k, v, k_scale, v_scale, bits)
+    nq = quantized_length(N, group, residual)
+    width = d // 2 if bits == 4 else d
+    k, v = (torch.randint(0, 256, (B, H_kv, nq, width), generator=gen, device=device, dtype=torch.uint8)
+            for _ in range(2))
+    rand = lambda *shape: torch.rand(*shape, generator=gen, device=device)
+    levels = 2 ** bits - 1
+    k_scale, k_min = rand(B, H_kv, nq // group, d) * 4 / levels, -2 * rand(B, H_kv, nq // group, d)
+    v_scale, v_min = rand(B, H_kv, nq) * 4 / levels, -2 * rand(B, H_kv, nq)
+    k_res, v_res = (torch.randn(B, H_kv, N - nq, d, generator=gen, device=device).to(dtype) for _ in range(2))
+    return QuantizedKV(k, v, k_scale, k_min, v_scale, v_min, k_res, v_res, bits, group)

@@ -19,12 +19,17 @@ grades and what is equal to it:
 | `StreamingLLM(budget, sinks)` | dynamic, eviction | the first `sinks` tokens ("attention sinks") + the last ones |
 | `H2O(budget, recent)` | dynamic, eviction | the last `recent` tokens + the heavy hitters: largest accumulated attention |
 | `SnapKV(budget, window, kernel)` | dynamic, eviction | the last `window` tokens + the entries the window's queries attend to most (max-pooled) |
-| `KIVIQuant(bits, group)` | dynamic, quantization | every token; keys int per channel (groups of `group` tokens), values per token |
+| `KIVIQuant(bits, group, residual)` | dynamic, quantization | every token; asymmetric codes (minimum + scale), keys per channel (groups of `group` tokens), values per token, the newest `residual`+ tokens in full precision |
+| `SymmetricQuant(bits, group, residual)` (genfast) | dynamic, quantization | the naive baseline: the same layout with symmetric abs-max codes |
 | `GQAPool(kv_heads)` (genfast) | static, architectural | every token; K/V mean-pooled over groups of heads |
 
 Eviction presses are `ScorePress`es: they score every entry and keep the `budget` best, in
 position order. Quantization is simulated with the reference quantizer (quantize, dequantize: the
 attention sees exactly what an int cache holds).
+
+`python -m kernels.kv_press` prints the quantization table of the module 4 notes: perplexity
+against cache memory for the symmetric baseline and KIVI at 8, 4 and 2 bits, with and without
+the full-precision window, on the course model and held-out text.
 
 `forward_cached(model, idx, cache, press)` runs the tinylm GPT on new tokens with the cache,
 reusing the model's own modules, and compresses the new token before attending when the press
@@ -36,8 +41,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from genfast.kvcache import (BIG, Cache, GQAPool, LayerCache, Press, ScorePress, append,  # noqa: F401
-                             attention_weights, copy_task, heldout_windows, needle_retrieval, update_stats)
+from genfast.kvcache import (BIG, Cache, GQAPool, LayerCache, Press, ScorePress, SymmetricQuant,  # noqa: F401
+                             append, attention_weights, copy_task, heldout_windows, needle_retrieval, update_stats)
 from genfast.kvcache import KIVIQuant as _KIVIQuant
 from genfast.kvcache import evaluate as _evaluate
 from genfast.kvcache import generate_uncached  # noqa: F401  (the baseline the cached loop must equal)
@@ -118,10 +123,10 @@ class SnapKV(ScorePress):
 
 
 class KIVIQuant(_KIVIQuant):
-    """genfast's KIVI press with the reference quantizer (kv_cache.quantize_symmetric)."""
+    """genfast's KIVI press with the reference quantizer (kv_cache.quantize_asymmetric)."""
 
-    def __init__(self, bits, group=16):
-        super().__init__(bits, group, quantize=kv_cache.quantize_symmetric)
+    def __init__(self, bits, group=16, residual=16):
+        super().__init__(bits, group, residual, quantize=kv_cache.quantize_asymmetric)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -181,3 +186,32 @@ def generate_cached(model, prompt, n_new, press: Press | None = None):
 def evaluate(model, tokens, press: Press | None = None, prefill: int = 1):
     """genfast.kvcache.evaluate with the reference cached forward."""
     return _evaluate(model, tokens, press, prefill, forward=forward_cached)
+
+
+# ----------------------------------------------------------------------------------------------
+# the notes' quantization table
+# ----------------------------------------------------------------------------------------------
+def quantization_table(windows=64, length=112, prefill=96, seed=5):
+    """Rows (scheme, bits, window, memory, perplexity, needle) on the course model: perplexity of
+    the last length - prefill characters of `windows` held-out windows (the lab's protocol with
+    more windows), memory relative to a full fp16 cache of `length` tokens (codes + fp16 scales
+    and minima + the window), needle retrieval in the prompt setting (32 trials)."""
+    import math
+    from genfast.tinylm import load
+    model, tok = load("shakespeare")
+    tokens = heldout_windows(tok, windows, length, seed=seed)
+    ppl = lambda press: math.exp(-evaluate(model, tokens, press, prefill)[0].mean().item())
+    rows = [("full cache (fp16)", 16, "-", 1.0, ppl(None), needle_retrieval(None, trials=32))]
+    for residual in (0, 16):
+        for bits in (8, 4, 2):
+            for press in (SymmetricQuant(bits, residual=residual), KIVIQuant(bits, residual=residual)):
+                rows.append((press.name.split(" int")[0], bits, residual, press.memory(length), ppl(press),
+                             needle_retrieval(press, trials=32)))
+    return rows
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    print("| scheme | bits | window | memory | perplexity | needle |\n|---|---|---|---|---|---|")
+    for name, bits, window, memory, perplexity, needle in quantization_table():
+        print(f"| {name} | {bits} | {window} | {memory:.3f} | {perplexity:.3f} | {needle:.2f} |")
