@@ -51,9 +51,11 @@ def test_the_learner_side_holds_no_answer():
     module defines a graded function."""
     assert not hasattr(hooked.HookedTransformer, "run_with_cache")
     graded = {"get_cache", "ablate_head", "prev_token_score", "induction_score", "logit_lens", "fit_probe",
-              "probe_accuracy", "probe_selectivity", "probe_by_layer", "patch_resid_scan", "patch_scan", "patch_resid", "diff_of_means", "project_out",
+              "probe_accuracy", "probe_selectivity", "probe_by_layer", "patch_resid_scan", "patch_scan", "patch_resid",
+              "diff_of_means", "project_out",
               "sae_loss", "rank_one_edit", "ablate_head_hook", "run_with_cache", "apply_edit", "project_hook"}
-    for module in (hooked, tasks, patchscope, fourier, attribution, g_editing, g_lens, g_patching, g_probes, g_sae, g_scores, g_steering, lab):
+    for module in (hooked, tasks, patchscope, fourier, attribution, g_editing, g_lens, g_patching, g_probes, g_sae,
+                   g_scores, g_steering, lab):
         assert not graded & set(vars(module)), f"{module.__name__} has {graded & set(vars(module))}"
 
 
