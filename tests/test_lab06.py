@@ -31,7 +31,8 @@ def tool_model():
 
 # ---------------------------------------------------------------- calculator
 @pytest.mark.parametrize("expr,want", [("347*29", 10063), ("2+3*4", 14), ("(2+3)*4", 20), ("-7//2", -4),
-                                       ("7/2", 3.5), ("2**10", 1024), ("17%5", 2), ("-(3-5)", 2), ("1.5*2", 3.0)])
+                                       ("7/2", 3.5), ("2**10", 1024), ("17%5", 2), ("-(3-5)", 2), ("1.5*2", 3.0),
+                                       ("(10**30)**10", 10**300), ("(2**64)**20", 2**1280), ("9" * 200, int("9" * 200))])
 def test_calculator_values(expr, want):
     assert tools.calculate(expr) == want
 
@@ -39,7 +40,11 @@ def test_calculator_values(expr, want):
 @pytest.mark.parametrize("expr,words", [("__import__('os')", "not allowed"), ("x+1", "names are not allowed"),
                                         ("(1).real", "attribute"), ("2**1000", "exponent"), ("1/0", "division by zero"),
                                         ("9**9**9", "exponent"), ("'a'*3", "not allowed"), ("1+", "not a valid"),
-                                        ("[1,2]", "not allowed"), ("1" * 300, "longer")])
+                                        ("[1,2]", "not allowed"), ("1" * 300, "longer"), ("1" * 201, "longer than"),
+                                        ("(9**64)**64", "digits"), ("((2**64)**64)**64", "digits"),
+                                        ("(-8)**0.5", "complex"), ("(-2)**(1/3)", "complex"),
+                                        ("1e300**2", "too large"), ("(1e10)**40", "too large"),
+                                        (12345, "string"), (None, "string")])
 def test_calculator_refuses_with_a_clear_error(expr, words):
     with pytest.raises(tools.ToolError, match=words):
         tools.calculate(expr)
@@ -191,6 +196,36 @@ def test_sandbox_refuses_processes_and_ctypes(code):
     assert r.returncode != 0 and "not allowed" in r.stderr
 
 
+# rebinds the hook's own helper in the child's __main__: every open is then "inside"
+HOOK_OFF = "import sys\nsys.modules['__main__'].inside = lambda path: True\n"
+
+
+def test_the_audit_hook_is_a_tripwire_not_a_sandbox(tmp_path):
+    """PEP 578 hooks are not a sandbox: the child's Python code switches the hook off and reads a
+    file outside its folder that the hook refuses otherwise (the notes and the lab say so)."""
+    (tmp_path / "secret.txt").write_text("TOP SECRET")
+    work = tmp_path / "work"
+    work.mkdir()
+    read = "print(open('../secret.txt').read())"
+    refused = pysandbox.run_python(read, workdir=str(work))
+    assert "PermissionError" in refused.stderr and "TOP SECRET" not in refused.stdout
+    evaded = pysandbox.run_python(HOOK_OFF + read, workdir=str(work))
+    assert evaded.returncode == 0 and "TOP SECRET" in evaded.stdout, evaded.stderr
+
+
+def test_the_process_limits_hold_with_the_hook_switched_off():
+    """The boundary is the child process: its resource limits and wall clock do not depend on the
+    hook (memory, file size, CPU and sleeping time, here with the hook disabled first)."""
+    r = pysandbox.run_python(HOOK_OFF + "x = bytearray(2 * 1024**3)\nprint('allocated')", memory_mb=512)
+    assert "allocated" not in r.stdout and "MemoryError" in r.stderr
+    r = pysandbox.run_python(HOOK_OFF + "open('big.bin', 'wb').write(b'x' * (64 << 20))\nprint('written')", file_mb=16)
+    assert "written" not in r.stdout and r.returncode != 0
+    for code in ("while True: pass", "import time; time.sleep(60)"):
+        t0 = time.time()
+        r = pysandbox.run_python(HOOK_OFF + code, timeout=1.0)
+        assert r.timed_out and time.time() - t0 < 5
+
+
 def test_python_tool_in_the_loop():
     box = tools.Toolbox.of(pysandbox.python_tool(timeout=1.0))
     pol = policies.ScriptedPolicy([tasks.call_json("python", code="while True: pass"),
@@ -283,13 +318,24 @@ def test_tool_model_uses_the_calculator_and_beats_guessing(tool_model):
     assert 1.9 <= with_t["avg_steps"] <= 2.5 and without["avg_steps"] == 1.0
 
 
-def test_reflection_improves_the_second_attempt(tool_model):
+def test_the_reflection_result_is_fixed_by_construction(tool_model):
+    """The reflection experiment demonstrates a mechanism; it measures nothing new. The loop shows
+    the calculator exactly when the retrieved note says "use the calculator": every rich note does,
+    no scalar note can. So the scalar retry repeats the first attempt exactly, and the rich retry
+    is the model's run with its calculator, trajectory for trajectory (notes and lab text say so)."""
     model, tok = tool_model
     held = tasks.heldout_tasks(20)
     rich = evaluate.reflection_experiment(model, tok, held, rich=True)
     scalar = evaluate.reflection_experiment(model, tok, held, rich=False)
-    assert rich["second"] >= rich["first"] + 0.5, (rich["first"], rich["second"])
-    assert scalar["second"] == scalar["first"], "a bare score gives the retry nothing to act on"
+    assert all("use the calculator" in note for note in rich["memory"].notes)
+    assert not any("use the calculator" in note for note in scalar["memory"].notes)
+    outcome = lambda results: [(t.status, t.answer) for t in results["trajectories"]]
+    assert outcome(scalar["second_results"]) == outcome(scalar["first_results"])
+    with_tools = evaluate.evaluate_agent(policies.TinyModelPolicy(model, tok), held, tools.Toolbox.of(tools.calculator_tool()))
+    assert outcome(rich["second_results"]) == outcome(with_tools)
+    assert rich["second"] == with_tools["success_rate"] and scalar["second"] == scalar["first"] == rich["first"]
+    # the figures the notes quote (20 held-out tasks)
+    assert (rich["first"], rich["second"], scalar["second"]) == (0.0, 1.0, 0.0)
 
 
 def test_heldout_goals_are_not_in_training():
@@ -411,6 +457,64 @@ def test_lab_checks_pass_the_references(with_reference):
     lab.check_agent_loop(loop.run_agent, calculator=tools.calculator_tool() if with_reference else None)
     lab.check_tfidf(retrieval.tfidf_vectors, retrieval.topk_scores, reference=retrieval if with_reference else None)
     lab.check_topk(st.similarity_topk, reference=st.torch_similarity_topk if with_reference else None)
+
+
+def _unbounded_calculate(expression, bound_length=False, bound_digits=False, refuse_complex=False):
+    """A calculator correct by the old spec (a whitelist over the tree, a bound on exponents), with
+    the new bounds switched on one by one."""
+    import ast
+    import operator
+    ops = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+           ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow}
+    if bound_length and (not isinstance(expression, str) or len(expression) > tools.MAX_EXPRESSION):
+        raise tools.ToolError("expression must be a string, not longer than 200 characters")
+    try:
+        tree = ast.parse(expression.strip(), mode="eval")
+    except SyntaxError as e:
+        raise tools.ToolError(f"not a valid expression: {e.msg}") from None
+
+    def ev(node):
+        if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+            return node.value
+        if isinstance(node, ast.BinOp) and type(node.op) in ops:
+            a, b = ev(node.left), ev(node.right)
+            if isinstance(node.op, ast.Pow) and abs(b) > tools.MAX_EXPONENT:
+                raise tools.ToolError(f"exponent {b} too large")
+            try:
+                value = ops[type(node.op)](a, b)
+            except ZeroDivisionError:
+                raise tools.ToolError("division by zero") from None
+            except OverflowError:
+                raise tools.ToolError("result too large") from None
+            if bound_digits and isinstance(value, int) and value.bit_length() > tools.MAX_RESULT_DIGITS * 3.33:
+                raise tools.ToolError("result has more than 400 digits")
+            if refuse_complex and isinstance(value, complex):
+                raise tools.ToolError("complex result")
+            return value
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+            return -ev(node.operand) if isinstance(node.op, ast.USub) else ev(node.operand)
+        if isinstance(node, ast.Name):
+            raise tools.ToolError(f"names are not allowed: {node.id!r}")
+        if isinstance(node, ast.Call):
+            raise tools.ToolError("function calls are not allowed")
+        if isinstance(node, ast.Attribute):
+            raise tools.ToolError("attribute access is not allowed")
+        raise tools.ToolError(f"{type(node).__name__} is not allowed")
+    return ev(tree.body)
+
+
+@pytest.mark.parametrize("bounds, message", [
+    ({}, r"calculate\('1\+1\+1.*returned 101: it must be refused \(longer than\)"),
+    (dict(bound_length=True), r"calculate\('\(9\*\*64\)\*\*64'\) returned 3778.*\.\.\..*\(3909 characters\): it must be refused \(digits\)"),
+    (dict(bound_length=True, bound_digits=True), r"calculate\('\(-8\)\*\*0.5'\) returned \(1.7.*\+2.82.*j\): it must be refused \(complex\)"),
+])
+def test_lab_checks_catch_a_calculator_without_the_size_bounds(bounds, message):
+    """A calculate that is correct by a spec without the bounds can be abused (a 250,000-digit
+    result, a parser fed any length, complex numbers); the check fails it with the case, the
+    value (cut short) and the reason, and passes it once all bounds are in."""
+    with pytest.raises(checks.CheckFailed, match=message):
+        lab.check_calculator(lambda e: _unbounded_calculate(e, **bounds))
+    lab.check_calculator(lambda e: _unbounded_calculate(e, bound_length=True, bound_digits=True, refuse_complex=True))
 
 
 def test_lab_checks_catch_a_parser_that_skips_the_schema():

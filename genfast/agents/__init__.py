@@ -4,7 +4,8 @@
 - toolmodel.py:  the course's tinylm with an extended vocabulary, `load_tool_model()`, greedy decoding
 - tool_model.pt: the tool-use checkpoint (fine-tuned by the instructor's training script)
 - tools.py:      tools, JSON schemas, the toolbox with per-tool timeouts; `calculator_tool(calculate)`
-- pysandbox.py:  the Python tool: a `python -I` child with resource limits and an audit hook
+- pysandbox.py:  the Python tool: a `python -I` child with resource limits (the boundary) and an
+                 audit hook (a tripwire, not a sandbox)
 - retrieval.py:  tokens, idf, the course notes (course_notes.json), a search index, the agent's memory
 - loop.py:       the records of the observe-think-act loop (Action, Step, Trajectory)
 - policies.py:   scripted, tiny-model and OpenAI-compatible (HTTP) policies

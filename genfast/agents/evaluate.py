@@ -56,8 +56,16 @@ def reflection_experiment(evaluate_agent: Callable, memory, model, tok, task_lis
                           rich: bool = True, max_steps: int = 4) -> dict:
     """Attempt 1 with no tool hint in the prompt; failures are reflected into `memory` (empty, a
     `retrieval.Memory`); attempt 2 reads memory (top-1 over the notes, query = the goal) and shows
-    the calculator when the retrieved note carries that lesson. Both attempts are measured with
-    `evaluate_agent(policy, task_list, toolbox, max_steps)`; returns their success rates and the memory."""
+    the calculator when the retrieved note carries that lesson. Both attempts are run with
+    `evaluate_agent(policy, task_list, toolbox, max_steps)`; returns their success rates and the memory.
+
+    The result is fixed by construction, not measured: the loop (not the model) shows the
+    calculator exactly when the retrieved note contains "use the calculator". Every rich note
+    does and no scalar note can, so with rich=False the second attempt repeats the first exactly,
+    and with rich=True it is the model's success rate with its calculator on the tasks whose
+    retrieval returns a note (all of them once memory holds one). It demonstrates the mechanism
+    (write, retrieve, act); the only measured quantities are the success rates with and without
+    the calculator (tests/test_lab06.py checks both identities)."""
     from .policies import TinyModelPolicy
     box = Toolbox.of(calculator)
     first = evaluate_agent(TinyModelPolicy(model, tok, offer_tools=lambda g: False), task_list, box, max_steps)

@@ -12,14 +12,29 @@ Layers, each stopping what the others might miss:
 4. an audit hook (PEP 578, `sys.addaudithook`) installed before the user's code runs: it refuses
    `open` outside the working folder (after resolving symlinks and `..`, read-only access to the
    Python installation excepted so that `import json` works), every `socket.*` event,
-   subprocess / os.exec* / os.system / os.fork / os.posix_spawn, and ctypes. An audit hook cannot
-   be removed once installed;
+   subprocess / os.exec* / os.system / os.fork / os.posix_spawn, and ctypes;
 5. where `unshare --user --net` works, the child also runs in a new network namespace with no
    interfaces but a loopback that is down: no connection can leave it even without the hook.
-   Where it does not (containers often forbid user namespaces), the other layers still hold.
+   Where it does not (containers often forbid user namespaces), there is no network boundary.
 
-Not a hardened jail (a kernel exploit or a bug in CPython would get out); a fair layer between a
-language model's code and the machine.
+The audit hook is a TRIPWIRE, NOT A SANDBOX. PEP 578 ("Why Not A Sandbox") and the documentation
+of sys.addaudithook say so: hooks "are not suitable for implementing a sandbox. In particular,
+malicious code can trivially disable or bypass hooks added using this function". It is Python code in the same interpreter as the code it
+watches, and that code can switch it off: the hook reads globals of the child's `__main__`
+(`inside`, `BLOCKED`, ...), so `sys.modules['__main__'].inside = lambda p: True` lets every `open`
+through (tests/test_lab06.py does exactly that). The hook cannot be unregistered, but what it
+checks can be changed, and there are other ways round it. It turns an honest mistake of a model's
+code into a clear error; it stops nothing hostile.
+
+The boundary is the child process and what the kernel enforces on it: the resource limits
+(inherited by anything it starts) and the network namespace hold whatever the code does in
+Python. Two things do not: files, since the child runs as the calling user without a filesystem
+namespace, so code that disables the hook can read and write whatever that user can; and the
+wall-clock kill, which reaches the child's process group only, so code that disables the hook
+can fork a process that leaves the group (os.setsid) and outlives the run (there is no pid
+namespace or cgroup; RLIMIT_CPU still bounds its CPU time, not its lifetime). For hostile code,
+run the child in a container or a VM, as a separate user, with a read-only root and a pid
+namespace (bubblewrap, nsjail, gVisor). Not a hardened jail in any case.
 """
 from __future__ import annotations
 

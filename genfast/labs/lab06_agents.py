@@ -53,13 +53,23 @@ def task_calculator() -> tools.Tool:
 
 
 # 1. the calculator ------------------------------------------------------------------------
-CALC_HINT = ("walk the tree: Constant (int/float), BinOp (check Pow's exponent), UnaryOp; "
-             "raise tools.ToolError otherwise")
+CALC_HINT = ("refuse a non-string or an expression longer than tools.MAX_EXPRESSION first; walk the tree: Constant "
+             "(int/float), BinOp (check Pow's exponent; after each operation refuse a complex result, an int of more "
+             "than tools.MAX_RESULT_DIGITS digits and OverflowError), UnaryOp; raise tools.ToolError otherwise")
 CALC_VALUES = [("347*29", 10063), ("2+3*4", 14), ("(2+3)*4", 20), ("7/2", 3.5), ("-7//2", -4), ("2**10", 1024),
-               ("17%5", 2), ("-(3-5)", 2)]
+               ("17%5", 2), ("-(3-5)", 2), ("(10**30)**10", 10**300)]
+# the bounds that keep a correct-by-spec calculator from being abused: a 201-character expression,
+# an integer that grows past MAX_RESULT_DIGITS (each exponent is within MAX_EXPONENT), a complex
+# result (a negative number to a fractional power), a float pow that overflows, a non-string
 CALC_REFUSED = [("__import__('os').system('ls')", "not allowed"), ("x+1", "names are not allowed"),
                 ("abs(-3)", "function calls are not allowed"), ("2**1000", "exponent"), ("1/0", "division by zero"),
-                ("1+", "not a valid expression")]
+                ("1+", "not a valid expression"), ("1+" * 100 + "1", "longer than"), ("(9**64)**64", "digits"),
+                ("(-8)**0.5", "complex"), ("1e300**2", "too large"), (12345, "string")]
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:40]}...{text[-20:]} ({len(text)} characters)"
 
 
 def try_calc(calculate, expr):
@@ -81,17 +91,19 @@ def check_calculator(calculate, values=CALC_VALUES, refused=CALC_REFUSED, hint=C
     for expr, want in values:
         kind, got = try_calc(calculate, expr)
         if kind != "value" or got != want or type(got) is not type(want):
-            raise checks.CheckFailed(f"calculate({expr!r}) gave {kind} {got!r}, expected the value {want!r}\n  hint: {hint}")
+            raise checks.CheckFailed(f"calculate({_short(expr)}) gave {kind} {_short(got)}, expected the value "
+                                     f"{_short(want)}\n  hint: {hint}")
     print(f"  ok  {len(values)} expressions evaluated like Python would")
     for expr, words in refused:
         kind, got = try_calc(calculate, expr)
         if kind == "value":
-            raise checks.CheckFailed(f"calculate({expr!r}) returned {got!r}: it must be refused ({words})\n  hint: {hint}")
+            raise checks.CheckFailed(f"calculate({_short(expr)}) returned {_short(got)}: it must be refused "
+                                     f"({words})\n  hint: {hint}")
         if kind == "crash":
-            raise checks.CheckFailed(f"calculate({expr!r}) raised {got}; expected tools.ToolError mentioning "
+            raise checks.CheckFailed(f"calculate({_short(expr)}) raised {got}; expected tools.ToolError mentioning "
                                      f"{words!r}\n  hint: {hint}")
         if words not in got:
-            raise checks.CheckFailed(f"calculate({expr!r}) refused with {got!r}; the message should contain "
+            raise checks.CheckFailed(f"calculate({_short(expr)}) refused with {got!r}; the message should contain "
                                      f"{words!r}\n  hint: {hint}")
     print(f"  ok  {len(refused)} expressions refused with a clear message")
 

@@ -53,6 +53,7 @@ def evaluate_agent(policy, task_list, toolbox: Toolbox, max_steps: int = 4) -> d
 
 
 def reflection_experiment(model, tok, task_list, rich: bool = True, max_steps: int = 4) -> dict:
-    """genfast's reflection experiment with the reference evaluation, memory and calculator."""
+    """genfast's reflection experiment with the reference evaluation, memory and calculator (its
+    result is fixed by construction: see genfast.agents.evaluate.reflection_experiment)."""
     return _evaluate.reflection_experiment(evaluate_agent, Memory(), model, tok, task_list, calculator_tool(),
                                            rich=rich, max_steps=max_steps)

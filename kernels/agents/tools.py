@@ -2,7 +2,11 @@
 
 The calculator evaluates arithmetic by walking Python's syntax tree, allowing only numbers and the
 operators + - * / // % ** (with a bound on exponents), unary minus and parentheses. `eval` would
-happily run `__import__('os').system(...)`; a whitelist over the tree cannot.
+happily run `__import__('os').system(...)`; a whitelist over the tree cannot. Arithmetic alone can
+still be abused through size, so it also bounds the expression's length (MAX_EXPRESSION) and every
+result (an int of more than MAX_RESULT_DIGITS digits, a float OverflowError), and refuses complex
+results ((-8)**0.5): `((9**64)**64)**64` has every exponent within the limit and would have about
+250,000 digits. Lab 06's spec asks for the same bounds.
 
 The tool machinery itself (Tool, schemas, the Toolbox that turns every outcome into an
 observation) is the learner's `genfast.agents.tools`; it is re-exported here so that instructor
