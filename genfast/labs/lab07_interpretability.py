@@ -207,6 +207,8 @@ def selectivity_split(N) -> int:
 
 def check_probe(fit_probe, probe_accuracy, probe_selectivity, cases=PROBE_CASES,
                 selectivity_cases=SELECTIVITY_CASES, reference=None):
+    """The ridge probe and its accuracy on planted data; then probe_selectivity on inputs of a few
+    types, where scoring the control probe against the real labels gives other numbers."""
     for N, d, lam, seed in cases:
         X, y = probe_data(N, d, seed)
         w = checks.call(fit_probe, X, y, lam)
