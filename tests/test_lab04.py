@@ -210,6 +210,11 @@ def test_decode_step_time_worked_example():
     assert kvcache.decode_step_time(weights, kv, 1, 3.35e12) == pytest.approx(6.07e-3, rel=1e-2)
     assert kvcache.decode_step_time(weights, kv, 8, 3.35e12) == pytest.approx(15.05e-3, rel=1e-2)
     assert kvcache.decode_step_time(weights, kv, 8, 3.35e12) > 2 * kvcache.decode_step_time(weights, 0, 8, 3.35e12)
+    # the same with a KIVI int4 cache (groups of 32, a 128-token window, fp16 statistics): 29% of fp16
+    int4 = kp.KIVIQuant(4, group=32, residual=128).memory(32768, head_dim=128)
+    assert int4 == pytest.approx(0.292, abs=5e-4)
+    assert kvcache.decode_step_time(weights, kv * int4, 8, 3.35e12) == pytest.approx(7.79e-3, rel=1e-2)
+    assert kp.KIVIQuant(2, group=32, residual=128).memory(32768, head_dim=128) == pytest.approx(0.167, abs=5e-4)
 
 
 def test_bytes_per_token_of_mla_and_fp8():
@@ -218,6 +223,9 @@ def test_bytes_per_token_of_mla_and_fp8():
     assert kvcache.mla_bytes_per_token(60, 512, 64) == 69120                   # 67.5 KiB
     assert kvcache.kv_bytes_per_token(60, 128, 128) == 3932160                 # 3.75 MiB
     assert 576 == 4.5 * 128                                                     # the paper's 4.5 d_h per layer
+    # absorbed MLA decode: all 128 heads read each latent (576-dim keys, 512-dim values)
+    assert 128 * (2 * 576 + 2 * 512) / kvcache.mla_bytes_per_token(1, 512, 64) == pytest.approx(241.8, abs=0.1)
+    assert kvcache.mla_bytes_per_token(60, 512, 64) * 32768 / 2 ** 30 == pytest.approx(2.11, abs=0.01)
     assert kvcache.kv_bytes_per_token(32, 8, 128) == 128 * 1024
     assert kvcache.kv_bytes_per_token(32, 8, 128, bits=8) == 64 * 1024
 
