@@ -4,24 +4,26 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TORCH  ?= torch==2.13.0
+LOCK   := genfast/environment.lock
 # Extra pip options, for example a package index of your own: make setup PIP_ARGS="--index-url URL"
 PIP_ARGS ?=
 
-.PHONY: setup grade test lab release bench gpu-check learner-env clean
+.PHONY: setup grade test lab release bench gpu-check learner-env lock clean
 
 setup: $(STAMP)
 
-# Re-runs only when pyproject.toml changes, so `make test` after the first time starts at once.
-$(STAMP): pyproject.toml
+# Re-runs only when pyproject.toml or the lock changes, so `make test` after the first time starts at once.
+# genfast/environment.lock pins every package to the version the tests passed with (`make lock` refreshes it).
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@# torch first: with an NVIDIA driver a CUDA build, else the pinned CPU build (a few hundred MB).
-	if command -v nvidia-smi >/dev/null 2>&1; then \
-	  $(BIN)/pip install -q $(PIP_ARGS) "torch>=2.4"; \
-	else \
-	  $(BIN)/pip install -q $(PIP_ARGS) "$(TORCH)"; \
-	fi
-	$(BIN)/pip install -q $(PIP_ARGS) -e .
+	@# torch first, the pinned release (PIP_ARGS may name a CPU-only index for the small build)
+	$(BIN)/pip install -q $(PIP_ARGS) "$(TORCH)"
+	grep -v '^torch==' $(LOCK) > $(VENV)/constraints.txt
+	$(BIN)/pip install -q $(PIP_ARGS) -c $(VENV)/constraints.txt -e .
 	touch $(STAMP)
+
+lock: setup           ## write genfast/environment.lock from this environment (after the tests pass)
+	$(BIN)/python -m autograder lock
 
 grade: setup          ## release labs/, autograde the sample submissions, feedback, CSV, gradebook
 	$(BIN)/python -m autograder grade

@@ -18,6 +18,7 @@
   compile-report [--csv FILE] [--write-reference]  registers, spills, shared memory, tensor-core instructions of every
                                    Triton kernel for sm_80 and sm_90, compiled ahead of time on this machine
   learner-dist [--out dist]        the learner install: a wheel of genfast alone (no answers)
+  lock                             write genfast/environment.lock (the tested versions) from this environment
   stress    [--lab LAB] [-n 200] [--workers 2]   throughput and peak memory on many submissions
   build-notebook SCRIPT OUT        percent-format script -> nbgrader source notebook
 """
@@ -91,6 +92,7 @@ def main(argv=None) -> None:
     p.add_argument("--write-reference", action="store_true",
                    help="also write the reference figures genfast ships (genfast/fixtures/compile_reference.json)")
     sub.add_parser("learner-dist").add_argument("--out", type=Path, default=config.ROOT / "dist")
+    sub.add_parser("lock")
     p = sub.add_parser("stress")
     p.add_argument("--lab", default="lab00_triton_warmup")
     p.add_argument("-n", type=int, default=200)
@@ -133,6 +135,9 @@ def main(argv=None) -> None:
     elif args.command == "compile-report":
         from . import compile_report
         sys.exit(compile_report.main(args.csv, args.only, args.write_reference))
+    elif args.command == "lock":
+        from . import lock
+        print(f"wrote {lock.write()}")
     elif args.command == "learner-dist":
         from . import learner
         print(learner.build_wheel(args.out))

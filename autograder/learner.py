@@ -56,7 +56,7 @@ dependencies = [
 include = ["{PACKAGE}*"]
 
 [tool.setuptools.package-data]
-"*" = ["*.pt", "*.json", "*.txt", "*.toml"]
+"*" = ["*.pt", "*.json", "*.txt", "*.toml", "*.lock"]
 '''
 
 

@@ -61,6 +61,8 @@ def test_the_learner_install_has_genfast_and_nothing_of_the_instructor_side(env)
     proc = _run(env, "import genfast, genfast.checks, genfast.policy, genfast.tinylm; print(genfast.__file__)")
     assert proc.returncode == 0, proc.stderr
     assert str(env["tmp"]) in proc.stdout, "genfast must come from the installed wheel"
+    proc = _run(env, "from genfast import environment; import sys; sys.exit(0 if environment.check() else 1)")
+    assert proc.returncode == 0 and "a Triton kernel ran" in proc.stdout, proc.stdout + proc.stderr  # lock shipped
     for name in ("kernels", "autograder", "solutions"):
         proc = _run(env, f"import {name}")
         assert proc.returncode != 0 and "ModuleNotFoundError" in proc.stderr, f"{name} is importable by a learner"

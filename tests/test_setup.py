@@ -15,7 +15,7 @@ def test_environment_yml_and_pyproject_agree():
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     yml_lines = [line.strip()[2:].strip() for line in (ROOT / "environment.yml").read_text().splitlines()
                  if line.strip().startswith("- ") and line.startswith("      ")]
-    yml = [line for line in yml_lines if not line.startswith("-e")]
+    yml = [line for line in yml_lines if not line.startswith(("-e", "-c"))]
     assert sorted(yml) == sorted(pyproject), "environment.yml's pip list must equal pyproject's dependencies"
     for required in ("torch", "triton", "jupyterlab", "nbgrader", "matplotlib", "ipywidgets",
                      "datasets", "numba", "numba-cuda", "pytest"):
@@ -43,3 +43,27 @@ def test_every_lab_has_its_samples_and_readme_row():
     for lab in grading.all_labs():
         assert lab in readme, f"{lab} missing from README's lab table"
         assert set(samples.students_for(lab)) == set(samples.STUDENTS), f"{lab}: define buggy and hangs samples"
+
+
+def test_the_lock_pins_what_is_installed_and_make_setup_uses_it():
+    """The lock is the environment the tests pass in: every package it names is installed at its
+    version here (CI installs with it), and both set-up routes use it."""
+    from genfast import environment
+    locked = environment.locked_versions()
+    for name in ("torch", "triton", "numba", "nbgrader", "jupyterlab"):
+        assert name in locked, f"{name} is not in genfast/environment.lock"
+    assert environment.problems() == [], environment.problems()
+    assert "-c $(VENV)/constraints.txt" in (ROOT / "Makefile").read_text()
+    assert "-c genfast/environment.lock" in (ROOT / "environment.yml").read_text()
+
+
+def test_the_environment_check_names_what_differs(capsys, monkeypatch):
+    from genfast import environment
+    assert environment.check() is True
+    out = capsys.readouterr().out
+    assert "environment:" in out and "a Triton kernel ran" in out and "WARNING" not in out
+    monkeypatch.setattr(environment, "installed_version", lambda name: "1.0" if name == "triton" else "9.9")
+    monkeypatch.setattr(environment, "locked_versions", lambda path=None: {"triton": "3.9.0", "torch": "9.9"})
+    assert environment.problems() == ["triton 1.0 is installed; the course was tested with 3.9.0"]
+    assert environment.check() is False
+    assert "WARNING: triton 1.0 is installed" in capsys.readouterr().out
