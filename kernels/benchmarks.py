@@ -99,7 +99,8 @@ CASES += flash_backward.bench_cases(BenchCase, randn)
 # selective scan (batch=4 L=1024 D=512 S=16) vs the sequential PyTorch loop
 CASES += linear_attention.bench_cases(BenchCase, randn)
 CASES += selective_scan.bench_cases(BenchCase, randn)
-# lab 04: split-K decode attention over an fp16 / int8 / int4 cache (B=8 H=32 d=128, N=4096/32768) vs torch SDPA fp16 decode
+# lab 04: split-K, GQA-aware decode attention over an fp16 / KIVI int8 / int4 cache (B=8 H=32 d=128, N=4096/32768;
+# 32 and 8 KV heads) vs torch SDPA fp16 decode
 CASES += kv_cache.bench_cases(BenchCase, randn)
 # lab 05: MinHash signatures, 4096 docs x 1024 shingles x 128 hash functions (int64 ops reported as T-ops/s)
 CASES += minhash.bench_cases(BenchCase, randn)

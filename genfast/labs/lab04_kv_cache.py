@@ -202,7 +202,7 @@ DECODE_HINT = ("if N <= 32 (one split) passes and longer fails, look at combine_
                "rows of a KV head are rows kv_row * G + g of Q, O_PART and LSE_PART; int8: the key scale multiplies q "
                "and q . minimum is added to the scores, the value scale multiplies p and sum(p * minimum) is added to acc")
 INT4_HINT = ("byte j holds the code of channel j in the LOW nibble and of channel j + d/2 in the HIGH nibble: "
-             "kp & 15 is the first half of the row, kp >> 4 the second; the same for the values")
+             "byte & 15 is the first half of the row, byte >> 4 the second; the same for the values")
 
 
 def decode_dtype():
