@@ -174,10 +174,38 @@ def test_checks_catch_the_buggy_top_p():
 
 
 def test_launch_settings_are_shared():
+    from autograder.compile_kernels import as_on_gpu
     assert sampling.sample_launch_config is lab.sample_launch_config
-    assert lab.sample_launch_config(79) == dict(BLOCK_V=128, num_warps=4)
+    # the interpreter: blocks of 32, so the lab's rows of 79 take three, the last one ragged
+    assert lab.sample_launch_config(79) == dict(BLOCK_V=32, num_warps=4)
     assert lab.sample_launch_config(1)["BLOCK_V"] == 1
-    assert lab.sample_launch_config(32000) == dict(BLOCK_V=32768, num_warps=16)
+    with as_on_gpu():   # a GPU: the row streams in blocks of 1024 (the compile report's setting)
+        assert lab.sample_launch_config(79) == dict(BLOCK_V=128, num_warps=4)
+        assert lab.sample_launch_config(32000) == dict(BLOCK_V=1024, num_warps=8)
+        assert lab.sample_launch_config(131072) == dict(BLOCK_V=1024, num_warps=8)
+
+
+def test_fused_sample_streams_many_blocks():
+    """Rows of many blocks (and a ragged last one): the 16-way searches, the online max and sum
+    and the running argmax carry across blocks; ties between blocks go to the lowest index."""
+    for B, V, T, k, p in [(2, 1000, 1.0, 0, 1.0), (2, 777, 0.9, 37, 1.0), (2, 650, 1.1, 0, 0.9),
+                          (2, 333, 1.0, 300, 0.999)]:
+        logits = checks.randn(B, V, seed=V, scale=3.0)
+        u = noise(B, V, seed=V + 1)
+        checks.check_equal(sampling.fused_sample(logits, T, k, p, u), sampling.torch_sample(logits, T, k, p, u),
+                           what=f"fused_sample{(B, V, T, k, p)}")
+    # the same maximum in every block: the first block's column must win, as in torch.argmax
+    flat = torch.zeros(1, 200)
+    u = torch.full((1, 200), 0.5)
+    checks.check_equal(sampling.fused_sample(flat, 1.0, 0, 1.0, u), torch.tensor([0]), what="a tie across blocks")
+    flat[0, 150] = flat[0, 170] = 1.0
+    checks.check_equal(sampling.fused_sample(flat, 1.0, 2, 1.0, u), torch.tensor([150]), what="a tie across blocks")
+    # signed zeros and huge logits: the thresholds compare floats (-0.0 == 0.0), not keys
+    x = torch.tensor([[0.0, -0.0, -0.0, 0.0, -1.0, float("-inf"), 3e30, -3e30, 1e38, 0.5] * 4])
+    for k, p in [(1, 1.0), (3, 1.0), (5, 1.0), (9, 1.0), (0, 0.5), (7, 0.99)]:
+        u = noise(1, 40, seed=k)
+        checks.check_equal(sampling.fused_sample(x, 1.0, k, p, u), sampling.torch_sample(x, 1.0, k, p, u),
+                           what=f"signed zeros, top_k={k}, top_p={p}")
 
 
 def _released():
