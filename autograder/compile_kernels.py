@@ -79,25 +79,17 @@ SPECS += [
     solution("lab02_attention", "flash_kernel", lab02.FLASH_KERNEL, uses_dot=True),
 ]
 
-# lab02: FlashAttention backward (kernels/flash_backward.py), bf16, head dims 64 and 128 --------
-BACKWARD_POINTERS = {name: "*bf16" for name in ("Q", "K", "V", "O", "DO", "DQ", "DK", "DV")}
-BACKWARD_POINTERS.update(LSE="*fp32", DELTA="*fp32")
-
-
-def backward_configs(kernel: str) -> list[dict]:
-    """The launcher's tiles for one of the two backward kernels ("dkdv", "dq"), per head dim and mask."""
-    from kernels.flash_backward import backward_block_config
-    with as_on_gpu():
-        return [dict(backward_block_config(d)[kernel], HEAD_DIM=d, CAUSAL=causal) for d, causal in ATTENTION_SHAPES]
-
-
+# lab02: FlashAttention backward (kernels/flash_backward.py), bf16, head dims 64 and 128: the
+# reference and the learner's kernels at the tiles of genfast's backward_block_config ------------
 SPECS += [
     KernelSpec("flash_backward._bwd_preprocess (reference)", attr("kernels.flash_backward", "_bwd_preprocess"),
-               BACKWARD_POINTERS, lambda: [dict(HEAD_DIM=d, BLOCK_M=64) for d in (64, 128)]),
-    KernelSpec("flash_backward._bwd_dkdv (reference)", attr("kernels.flash_backward", "_bwd_dkdv"),
-               BACKWARD_POINTERS, lambda: backward_configs("dkdv"), {"sm_scale": "fp32"}, uses_dot=True),
-    KernelSpec("flash_backward._bwd_dq (reference)", attr("kernels.flash_backward", "_bwd_dq"),
-               BACKWARD_POINTERS, lambda: backward_configs("dq"), {"sm_scale": "fp32"}, uses_dot=True),
+               dict(lab02.BACKWARD_POINTERS, O="*bf16"), lambda: [dict(HEAD_DIM=d, BLOCK_M=64) for d in (64, 128)]),
+    reference("flash_backward._bwd_dkdv (reference)", "kernels.flash_backward", "_bwd_dkdv", lab02.FLASH_BWD_DKDV_KERNEL,
+              uses_dot=True),
+    solution("lab02_attention", "flash_bwd_dkdv", lab02.FLASH_BWD_DKDV_KERNEL, uses_dot=True),
+    reference("flash_backward._bwd_dq (reference)", "kernels.flash_backward", "_bwd_dq", lab02.FLASH_BWD_DQ_KERNEL,
+              uses_dot=True),
+    solution("lab02_attention", "flash_bwd_dq", lab02.FLASH_BWD_DQ_KERNEL, uses_dot=True),
 ]
 
 # lab03: chunked linear attention (bf16) and the selective scan (fp32) ------------------------

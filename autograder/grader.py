@@ -37,7 +37,7 @@ from pathlib import Path
 LAB_REFERENCES: dict[str, list[str]] = {
     "lab00_triton_warmup": ["kernels.vector_add", "kernels.softmax", "kernels.matmul", "kernels.block_sum_cuda"],
     "lab01_generation": ["kernels.sampling"],
-    "lab02_attention": ["kernels.attention"],
+    "lab02_attention": ["kernels.attention", "kernels.flash_backward"],
     "lab03_linear_attention_mamba": ["kernels.linear_attention", "kernels.selective_scan"],
     "lab04_kv_cache": ["kernels.kv_cache", "kernels.kv_press"],
     "lab05_dataset_cards": ["kernels.minhash", "kernels.curation.licenses", "kernels.curation.dedup"],

@@ -22,10 +22,11 @@ dK and dV sum over query rows, dQ over keys. Like FlashAttention-2, two kernels 
 
 Each kernel reads Q, K, V, dO once per block of the other side (as the forward reads K and V)
 and writes its gradient once; P and dS exist one tile at a time. The causal diagonal and the
-ragged last block of the streamed side take the MASKED path; the others run with no masks. The work
-is 2.5x the forward's matmul FLOPs (five N x N x d products instead of two, one of them, S, done
-twice). `FlashAttention` wraps forward and backward in a torch.autograd.Function, so a model
-trains with it (`flash_attn`).
+ragged last block of the streamed side take the MASKED path; the others run with no masks.
+The math is 2.5x the forward's matmul FLOPs (five N x N x d products instead of two: S again,
+dV, dP, dK, dQ; `flops` counts these); each of the two kernels computes S and dP itself, seven
+products in all, the price of writing every gradient once with no atomics. `FlashAttention`
+wraps forward and backward in a torch.autograd.Function, so a model trains with it (`flash_attn`).
 """
 from __future__ import annotations
 
@@ -36,24 +37,10 @@ import triton
 import triton.language as tl
 
 from genfast import runtime
+from genfast.labs.lab02_attention import backward_block_config  # one copy: the lab's given launcher uses it too
 from kernels.attention import HEAD_DIMS, attention_backward, flash_attention, torch_attention
 
 LOG2E = 1.4426950408889634
-
-
-def backward_block_config(head_dim: int) -> dict:
-    """Tiles of the two backward kernels: "dkdv" takes BLOCK_N keys and streams BLOCK_M queries,
-    "dq" takes BLOCK_M queries and streams BLOCK_N keys. On a GPU, the largest tiles that compile
-    without register spills on sm_80 and sm_90 (python -m autograder compile-report: dK and dV
-    are two fp32 accumulators, so dkdv's tiles are the tighter); small tiles in the interpreter
-    (several blocks and a ragged end in the tests)."""
-    if runtime.on_gpu():
-        if head_dim <= 64:
-            return dict(dkdv=dict(BLOCK_M=32, BLOCK_N=64, num_warps=8, num_stages=1),
-                        dq=dict(BLOCK_M=64, BLOCK_N=32, num_warps=8, num_stages=2))
-        return dict(dkdv=dict(BLOCK_M=32, BLOCK_N=32, num_warps=8, num_stages=2),
-                    dq=dict(BLOCK_M=32, BLOCK_N=32, num_warps=8, num_stages=2))
-    return dict(dkdv=dict(BLOCK_M=16, BLOCK_N=32), dq=dict(BLOCK_M=32, BLOCK_N=16))
 
 
 # ----------------------------------------------------------------------------------------------

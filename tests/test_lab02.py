@@ -193,3 +193,134 @@ def test_released_notebook_names_neither_kernels_nor_the_grader():
         source = "".join(cell["source"])
         assert not re.search(r"\bkernels\b", source), source
         assert "GRADER" not in source, source
+
+
+# 7. FlashAttention backward in Triton: the learner's kernels, the given launcher, the checks --------
+from kernels import flash_backward as flash_bwd  # noqa: E402
+
+
+def _backward_cells(nb, folder):
+    """The namespace the notebook's section 7 builds: the two kernel cells and the given cell
+    after them (preprocess, launcher, autograd Function), with the reference forward as `flash`.
+    Each cell is run from a file of its own (Triton reads a kernel's source from its file)."""
+    import triton
+    import triton.language as tl
+    index = {c.metadata.get("nbgrader", {}).get("grade_id"): i for i, c in enumerate(nb.cells)}
+    given = nb.cells[index["flash_bwd_dq"] + 1]
+    assert "def flash_backward(" in given.source and "nbgrader" not in given.metadata
+    ns = dict(lab=lab, math=math, torch=torch, triton=triton, tl=tl,
+              flash=lambda q, k, v, causal=False: attention.flash_attention(q, k, v, causal))
+    for name, cell in (("dkdv", nb.cells[index["flash_bwd_dkdv"]]), ("dq", nb.cells[index["flash_bwd_dq"]]),
+                       ("given", given)):
+        path = folder / f"{name}.py"
+        path.write_text(cell.source)
+        exec(compile(cell.source, str(path), "exec"), ns)
+    return ns
+
+
+@pytest.fixture(scope="module")
+def solution_backward(tmp_path_factory):
+    from autograder import samples
+    return _backward_cells(samples.make_sample(LAB, "reference"), tmp_path_factory.mktemp("solution"))
+
+
+def test_the_solution_kernels_pass_the_backward_checks(solution_backward):
+    lab.check_flash_backward(solution_backward["flash_backward"])
+    lab.check_flash_backward(solution_backward["flash_backward"], [(1, 3, 97, 32, True), (1, 1, 45, 128, False)],
+                             scale=0.3, forward=flash_bwd.flash_attention)  # as the hidden block does
+    lab.check_flash_training(solution_backward["flash_attn"])
+
+
+def test_the_reference_passes_the_backward_checks():
+    lab.check_flash_backward(flash_bwd.flash_backward)
+    lab.check_flash_training(flash_bwd.flash_attn)
+
+
+def test_the_checks_spec_is_torch_autograd_through_the_reference_attention():
+    q, k, v, do = (checks.randn(1, 2, 19, 16, seed=i, dtype=torch.float64) for i in range(4))
+    for causal in (False, True):
+        o, lse, grads = lab._attention_grads(q, k, v, do, causal, scale=0.7)
+        leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+        o_ref, lse_ref = attention.torch_attention(*leaves, causal, 0.7)
+        o_ref.backward(do)
+        checks.compare(o, o_ref, atol=1e-12)
+        checks.compare(lse, lse_ref, atol=1e-12)
+        for g, leaf in zip(grads, leaves):
+            checks.compare(g, leaf.grad, atol=1e-12)
+
+
+def test_a_backward_without_the_scale_in_dk_is_caught_with_the_message(tmp_path):
+    from autograder import samples
+    buggy = _backward_cells(samples.make_sample(LAB, "buggy"), tmp_path)
+    with pytest.raises(checks.CheckFailed, match=r"(?s)case 'B=2 H=2 N=37 d=32 full float32'.*dq ok, dk WRONG, dv ok"
+                                                 r".*max abs error.*the factor sm_scale = 0.1768 is missing"
+                                                 r".*hint: dK = scale \* dS\^T Q"):
+        lab.check_flash_backward(buggy["flash_backward"])
+
+
+@pytest.mark.parametrize("mistake,match", [
+    (("dkdv", "- lse[None, :] * 1.4426950408889634)", "- lse[None, :])"), r"dv WRONG.*natural log"),
+    (("dkdv", "rows[None, :] >= offs_n[:, None]", "rows[None, :] <= offs_n[:, None]"),
+     r"causal.*dv WRONG.*transposed tile"),
+    (("dq", "ds = p * (dp - delta[:, None])", "ds = p * dp"), r"dq WRONG, dk ok, dv ok.*subtract D"),
+    (("given", "return dq, dk, dv, None", "return dk, dq, dv, None"), r"first gradient of W_q.*in their order"),
+], ids=["lse-in-the-wrong-base", "causal-mask-not-transposed", "D-not-subtracted", "gradients-swapped"])
+def test_the_usual_backward_bugs_are_named(mistake, match, tmp_path):
+    from autograder import samples
+    nb = samples.make_sample(LAB, "reference")
+    cell, old, new = mistake
+    index = {c.metadata.get("nbgrader", {}).get("grade_id"): i for i, c in enumerate(nb.cells)}
+    target = nb.cells[index["flash_bwd_dq"] + 1] if cell == "given" else nb.cells[index[f"flash_bwd_{cell}"]]
+    assert old in target.source
+    target.source = target.source.replace(old, new)
+    ns = _backward_cells(nb, tmp_path)
+    with pytest.raises(checks.CheckFailed, match="(?s)" + match):
+        if cell == "given":
+            lab.check_flash_training(ns["flash_attn"])
+        else:
+            lab.check_flash_backward(ns["flash_backward"])
+
+
+def test_the_released_stubs_score_zero_with_a_message_not_a_crash(tmp_path):
+    from autograder import samples
+    empty = _backward_cells(samples.make_sample(LAB, "untouched"), tmp_path)
+    with pytest.raises(checks.CheckFailed, match="not implemented yet"):
+        lab.check_flash_backward(empty["flash_backward"])
+    with pytest.raises(checks.CheckFailed, match="not implemented yet"):
+        lab.check_flash_training(empty["flash_attn"])
+
+
+def test_one_backward_block_config_for_the_given_launcher_and_the_reference():
+    assert flash_bwd.backward_block_config is lab.backward_block_config
+    from genfast.compile_info import gpu_configs
+    for signature, kernel in ((lab.FLASH_BWD_DKDV_KERNEL, "dkdv"), (lab.FLASH_BWD_DQ_KERNEL, "dq")):
+        configs = gpu_configs(signature)
+        assert len(configs) == 4 and all(c["BLOCK_M"] >= 32 and "num_warps" in c for c in configs)
+        for c in configs:  # each kernel's own tile is a multiple of the streamed one (the causal diagonal)
+            own, streamed = (c["BLOCK_N"], c["BLOCK_M"]) if kernel == "dkdv" else (c["BLOCK_M"], c["BLOCK_N"])
+            assert own % streamed == 0
+
+
+def test_the_backward_speed_cell_on_a_cpu_shows_both_kernels_compiled(solution_backward, monkeypatch, capsys):
+    monkeypatch.setenv("COURSE_COMPILE_FEEDBACK", "1")
+    monkeypatch.delenv("COURSE_GRADING", raising=False)
+    assert lab.speed_flash_backward(solution_backward["flash_backward"], solution_backward["flash"]) == 0.0
+    out = capsys.readouterr().out
+    assert "skipped: no GPU here" in out
+    for name in ("flash_bwd_dkdv_kernel", "flash_bwd_dq_kernel"):
+        assert f"What your {name} compiles to on real GPUs" in out, out
+    assert out.count("yours:") == 4 and "does not compile" not in out and "SPILLS" not in out, out
+    monkeypatch.setenv("COURSE_GRADING", "1")
+    assert lab.speed_flash_backward(solution_backward["flash_backward"], solution_backward["flash"]) == 0.0
+    assert "compiles to" not in capsys.readouterr().out
+
+
+def test_labs_matches_a_fresh_release_of_solutions(tmp_path, monkeypatch):
+    import nbformat
+    from autograder import config, grading
+    monkeypatch.setenv("COURSE_GRADING_DIR", str(tmp_path / "grading"))
+    monkeypatch.setenv("COURSE_RELEASE_DIR", str(tmp_path / "release"))
+    grading.release([LAB])
+    fresh = nbformat.read(tmp_path / "release" / LAB / f"{LAB}.ipynb", as_version=4)
+    committed = nbformat.read(config.ROOT / "labs" / LAB / f"{LAB}.ipynb", as_version=4)
+    assert fresh == committed, f"labs/{LAB} is stale: run `python -m autograder release {LAB}`"

@@ -1,15 +1,22 @@
 """Checks for lab02_attention: naive and multi-head attention, the cost model, RoPE, the
-FlashAttention forward kernel and (bonus) the backward pass from the saved LSE.
+FlashAttention forward kernel, the backward pass from the saved LSE in PyTorch, and the
+FlashAttention backward in Triton (the dK/dV and dQ kernels, and a model trained through them).
 
 Every spec of this lab is itself a graded function (naive attention is what the learner
 writes, and the spec of the others), so the visible checks compare with expected outputs
 shipped in genfast/fixtures/lab02_attention.pt, computed by the instructor's references on
 the cases below. The grader passes those references in as `reference` and then checks any
-case, the hidden ones too. Also here: the launch configuration of the given FlashAttention
-launcher (`block_config`, shared with the reference kernel) and the memory formula of
-FlashAttention for the plot.
+case, the hidden ones too. The Triton backward is checked against torch.autograd through
+torch's own attention (F.scaled_dot_product_attention), computed in the check: that is no
+answer to any of the lab's functions. Also here: the launch configurations of the given
+FlashAttention launchers (`block_config`, `backward_block_config`, shared with the reference
+kernels) and the memory formula of FlashAttention for the plot.
 """
+import math
+import os
+
 import torch
+import torch.nn.functional as F
 
 from genfast import bench, checks, fixtures, runtime
 from genfast.compile_info import KernelSignature
@@ -26,6 +33,22 @@ def block_config(head_dim: int, causal: bool) -> dict:
             return dict(BLOCK_M=128, BLOCK_N=32, num_stages=3, num_warps=4)
         return dict(BLOCK_M=128, BLOCK_N=32, num_stages=3, num_warps=8)
     return dict(BLOCK_M=32, BLOCK_N=16)
+
+
+def backward_block_config(head_dim: int) -> dict:
+    """Tiles of the two backward kernels: "dkdv" takes BLOCK_N keys and streams BLOCK_M queries,
+    "dq" takes BLOCK_M queries and streams BLOCK_N keys. On a GPU, the largest tiles that compile
+    without register spills on sm_80 and sm_90 (python -m autograder compile-report: dK and dV
+    are two fp32 accumulators, so dkdv's tiles are the tighter); small tiles in the interpreter
+    (several blocks and a ragged end in the tests). Each kernel's own tile is a multiple of the
+    streamed one, so the causal diagonal is whole streamed blocks."""
+    if runtime.on_gpu():
+        if head_dim <= 64:
+            return dict(dkdv=dict(BLOCK_M=32, BLOCK_N=64, num_warps=8, num_stages=1),
+                        dq=dict(BLOCK_M=64, BLOCK_N=32, num_warps=8, num_stages=2))
+        return dict(dkdv=dict(BLOCK_M=32, BLOCK_N=32, num_warps=8, num_stages=2),
+                    dq=dict(BLOCK_M=32, BLOCK_N=32, num_warps=8, num_stages=2))
+    return dict(dkdv=dict(BLOCK_M=16, BLOCK_N=32), dq=dict(BLOCK_M=32, BLOCK_N=16))
 
 
 def flash_bytes(B, H, N, d, element_size=4):
@@ -294,3 +317,183 @@ def check_backward(attention_backward, shapes=BACKWARD_SHAPES, reference=None):
             checks.compare(g, want_g, atol=1e-9, rtol=1e-7, what=f"{what}, case {case}", hint=BACKWARD_HINT)
         print(f"  ok  {case}")
     print("attention_backward matches torch.autograd.")
+
+
+# 7. FlashAttention backward in Triton ---------------------------------------------------
+FLASH_BACKWARD_SHAPES = [(1, 1, 1, 16, True), (2, 2, 37, 32, False), (1, 2, 65, 64, True), (2, 1, 64, 16, False),
+                         (1, 1, 50, 128, True), (1, 1, 33, 64, False)]
+# a GPU's tiles are larger (32-64 rows): several blocks and a ragged end need longer inputs there
+FLASH_BACKWARD_GPU_SHAPES = [(2, 3, 200, 64, True), (1, 2, 257, 128, False), (1, 1, 130, 64, False)]
+# the gradients sum N products of rounded inputs: half precision needs tolerances of its own
+BACKWARD_TOLERANCES = {torch.float32: (2e-5, 1e-4), torch.float16: (2e-2, 2e-2), torch.bfloat16: (8e-2, 5e-2)}
+BACKWARD_HINTS = {
+    "dv": "dV = P^T dO needs nothing but P, so P is wrong: in flash_bwd_dkdv_kernel, P^T = exp2(qk_scale * K Q^T - "
+          "LSE * log2(e)) (the saved LSE is a natural log: exp2 needs it in base 2 as well); on the transposed tile "
+          "(keys x queries) the causal mask keeps query >= key: rows[None, :] >= offs_n[:, None]; causal programs "
+          "start at the diagonal query block (start_n) and mask it; check the masks of query rows >= N_CTX",
+    "dk": "dK = scale * dS^T Q with dS^T = P^T * (dP^T - D), dP^T = V dO^T: in flash_bwd_dkdv_kernel multiply dk by "
+          "sm_scale before storing it, and subtract D (delta, one number per query row: delta[None, :] on the "
+          "transposed tile)",
+    "dq": "dQ = scale * dS K with dS = P * (dP - D), P = exp2(qk_scale * Q K^T - LSE * log2(e)) (the saved LSE is a "
+          "natural log), dP = dO V^T: in flash_bwd_dq_kernel multiply dq by sm_scale before storing it, subtract D "
+          "(delta[:, None]); the causal mask keeps key <= query (offs_m[:, None] >= cols[None, :]); causal: the key "
+          "blocks [0, start_m) need no mask, the diagonal ones do, the blocks right of the tile are never read",
+}
+
+
+def flash_backward_shapes() -> list:
+    """The visible cases: fp32 in the interpreter; on a GPU also inputs long enough for its tiles."""
+    return FLASH_BACKWARD_SHAPES + (FLASH_BACKWARD_GPU_SHAPES if runtime.on_gpu() else [])
+
+
+def _attention_grads(q, k, v, do, causal=False, scale=None):
+    """The check's spec, in fp64: O and LSE (natural log) of softmax(scale q k^T) v, and the
+    gradients torch.autograd takes through torch's attention (F.scaled_dot_product_attention)."""
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    leaves = [t.detach().double().requires_grad_() for t in (q, k, v)]
+    o = F.scaled_dot_product_attention(*leaves, is_causal=causal, scale=scale)
+    grads = torch.autograd.grad(o, leaves, do.double())
+    with torch.no_grad():
+        s = (leaves[0] @ leaves[1].transpose(-1, -2)) * scale
+        if causal:
+            n = s.shape[-1]
+            s = s.masked_fill(torch.ones(n, n, dtype=torch.bool, device=s.device).triu(1), float("-inf"))
+        lse = torch.logsumexp(s, dim=-1)
+    return o.detach(), lse, grads
+
+
+def _scale_diagnosis(got, want, scale) -> str:
+    """'your dK is 8 times too large'-style help when the gradient is off by exactly the scale."""
+    g, w = got.detach().double().flatten().cpu(), want.detach().double().flatten().cpu()
+    if not torch.isfinite(g).all() or float(w @ w) == 0.0:
+        return ""
+    ratio = float(g @ w) / float(w @ w)  # least-squares factor between yours and the expected
+    for factor, what in ((1 / scale, "missing"), (scale, "applied twice")):
+        if abs(ratio / factor - 1) < 0.02 and (g - factor * w).abs().max() <= 0.02 * factor * w.abs().max():
+            return (f"\n  note: yours is {factor:.4g} x the expected gradient: "
+                    f"the factor sm_scale = {scale:.4g} is {what}")
+    return ""
+
+
+def check_flash_backward(flash_backward, shapes=None, dtypes=None, scale=None, forward=None):
+    """flash_backward(q, k, v, o, lse, do, causal, scale=...) -> (dq, dk, dv) against torch.autograd
+    through torch's attention, in every dtype of flash_dtypes(). o and lse come from `forward(q, k,
+    v, causal, scale)` (the grader passes the reference FlashAttention forward) or, without one,
+    from the check's own fp64 attention."""
+    __tracebackhide__ = True
+    for dtype in dtypes or flash_dtypes():
+        atol, rtol = BACKWARD_TOLERANCES[dtype]
+        print(checks.precision(dtype, atol=atol, rtol=rtol))
+        for i, (B, H, N, d, causal) in enumerate(shapes or flash_backward_shapes()):
+            case = attention_name(B, H, N, d, causal, dtype) + ("" if scale is None else f" scale={scale:g}")
+            q, k, v, do = (checks.randn(B, H, N, d, seed=N * d + 10 * i + j, dtype=dtype) for j in range(4))
+            o, lse, want = _attention_grads(q, k, v, do, causal, scale)
+            if forward is not None:
+                o, lse = forward(q, k, v, causal, scale)
+            got = checks.call(flash_backward, q, k, v, o.to(dtype), lse.float(), do, causal, scale=scale,
+                              name="flash_backward", case=case)
+            if not (isinstance(got, (tuple, list)) and len(got) == 3):
+                raise checks.CheckFailed(f"flash_backward must return (dq, dk, dv), got {type(got).__name__}")
+            errors, failures = {}, {}
+            for name, g, w in zip(("dq", "dk", "dv"), got, want):
+                try:
+                    errors[name] = checks.compare(g, w, atol=atol, rtol=rtol, what=f"{name}, case '{case}'")
+                except checks.CheckFailed as exc:
+                    failures[name] = str(exc) + (_scale_diagnosis(g, w, scale or 1 / math.sqrt(d))
+                                                 if isinstance(g, torch.Tensor) and g.shape == w.shape else "")
+            if failures:
+                first = next(n for n in ("dv", "dk", "dq") if n in failures)  # dV first: it needs P only
+                status = ", ".join(f"{n} {'WRONG' if n in failures else 'ok'}" for n in ("dq", "dk", "dv"))
+                kind = ("causal" if causal else "not causal") + (f", N = {N}" if N > 1 else ", one token")
+                raise checks.CheckFailed(f"flash_backward, case '{case}' ({kind}): {status}\n"
+                                         f"{failures[first]}\n  hint: {BACKWARD_HINTS[first]}")
+            print(f"  ok  {case:<40} max abs error dq {errors['dq']:.1e}, dk {errors['dk']:.1e}, "
+                  f"dv {errors['dv']:.1e}")
+    print("flash_backward matches torch.autograd.")
+
+
+def _copy_model(attn, causal, seed, steps, lr=0.1, B=4, N=24, d=16):
+    """One attention layer (q, k, v = x W_q, x W_k, x W_v) trained by Adam to output each token's
+    previous vector; returns (first gradients, loss before, loss after `steps` steps)."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(B, 1, N, d, generator=gen).to(runtime.device())
+    target = torch.roll(x, 1, dims=2)
+    target[:, :, 0] = 0
+    params = [torch.nn.Parameter((torch.randn(d, d, generator=gen) * 0.3).to(runtime.device())) for _ in range(3)]
+
+    def loss():
+        out = attn(x @ params[0], x @ params[1], x @ params[2], causal)
+        return ((out - target) ** 2).mean()
+
+    first = loss()
+    grads = torch.autograd.grad(first, params)
+    opt = torch.optim.Adam(params, lr=lr)
+    for _ in range(steps):
+        opt.zero_grad()
+        loss().backward()
+        opt.step()
+    with torch.no_grad():
+        return grads, first.item(), loss().item()
+
+
+def check_flash_training(flash_attn, causal=True, seed=0, steps=15):
+    """A model trains through flash_attn(q, k, v, causal) (your autograd Function): its first
+    gradients equal those through torch's attention, and the loss falls."""
+    __tracebackhide__ = True
+    torch_attn = lambda q, k, v, causal: F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    want, torch_first, torch_last = _copy_model(torch_attn, causal, seed, steps)
+    # fp32: exact in the interpreter; a GPU's tl.dot takes fp32 inputs as TF32 (10-bit mantissas)
+    atol, rtol = (1e-5, 1e-4) if not runtime.on_gpu() else (2e-2 * max(w.abs().max().item() for w in want), 2e-2)
+    print(checks.precision(torch.float32, atol=atol, rtol=rtol))
+    grads = checks.call(lambda: _copy_model(flash_attn, causal, seed, 0)[0], name="flash_attn",
+                        hint="flash_attn(q, k, v, causal) returns FlashAttention.apply(q, k, v, causal)")
+    for g, w, name in zip(grads, want, ("W_q", "W_k", "W_v")):
+        checks.compare(g, w, atol=atol, rtol=rtol,
+                       what=f"the model's first gradient of {name} ({'causal' if causal else 'full'})",
+                       hint="flash and flash_backward must pass their own checks first; then "
+                            "FlashAttention.backward must return the gradients of forward's inputs in their order: "
+                            "dq, dk, dv, and None for causal")
+    _, first, last = checks.call(lambda: _copy_model(flash_attn, causal, seed, steps), name="flash_attn")
+    print(f"  {steps} Adam steps: loss {first:.3f} -> {last:.3f} (through torch's attention: {torch_first:.3f} -> "
+          f"{torch_last:.3f})")
+    if not last < 0.7 * first:
+        raise checks.CheckFailed(f"the loss did not fall through flash_attn: {first:.3f} -> {last:.3f} in {steps} "
+                                 f"steps; through torch's attention {torch_first:.3f} -> {torch_last:.3f}")
+    print("A model trains through your FlashAttention.")
+
+
+# the learner's backward kernels as compiled for a GPU (bf16, the launcher's tiles), for the compile report
+BACKWARD_POINTERS = {name: "*bf16" for name in ("Q", "K", "V", "DO", "DQ", "DK", "DV")}
+BACKWARD_POINTERS.update(LSE="*fp32", DELTA="*fp32")
+
+
+def _backward_configs(kernel: str) -> list:
+    return [dict(backward_block_config(d)[kernel], HEAD_DIM=d, CAUSAL=causal) for d in (64, 128)
+            for causal in (False, True)]
+
+
+FLASH_BWD_DKDV_KERNEL = KernelSignature("flash_bwd_dkdv_kernel", BACKWARD_POINTERS, lambda: _backward_configs("dkdv"),
+                                        {"sm_scale": "fp32"}, reference="flash_backward._bwd_dkdv (reference)")
+FLASH_BWD_DQ_KERNEL = KernelSignature("flash_bwd_dq_kernel", BACKWARD_POINTERS, lambda: _backward_configs("dq"),
+                                      {"sm_scale": "fp32"}, reference="flash_backward._bwd_dq (reference)")
+
+
+def speed_flash_backward(flash_backward, forward, reference=None):
+    """B=4 H=16 N=4096 d=64 causal bf16: the learner's backward against the reference backward.
+    Each timed call gets fresh q, k, v, dO and the (o, lse) that `forward` saved for them: the
+    forward runs when the inputs are made, outside the timed call."""
+    def inputs(seed):
+        q, k, v, do = (bench.randn(4, 16, 4096, 64, seed=seed + i, dtype=torch.bfloat16) for i in range(4))
+        o, lse = forward(q, k, v, True)
+        return q, k, v, o, lse, do
+
+    backward = lambda fn: None if fn is None else (lambda q, k, v, o, lse, do: tuple(fn(q, k, v, o, lse, do, True)))
+    signatures = [s.where(HEAD_DIM=64, CAUSAL=True) for s in (FLASH_BWD_DKDV_KERNEL, FLASH_BWD_DQ_KERNEL)]
+    points = bench.speed_points(backward(flash_backward), backward(reference), inputs=inputs, points=2, rtol=2e-2,
+                                name="FlashAttention backward (B=4 H=16 N=4096 d=64 causal bf16)",
+                                kernel=flash_backward, signature=signatures[0])
+    # speed_points reports one kernel's compile figures; the backward has two
+    if not runtime.on_gpu() and os.environ.get("COURSE_GRADING") != "1" \
+            and os.environ.get("COURSE_COMPILE_FEEDBACK") != "0":
+        bench.print_compile_feedback(flash_backward, signatures[1])
+    return points
