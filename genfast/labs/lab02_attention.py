@@ -346,22 +346,6 @@ def flash_backward_shapes() -> list:
     return FLASH_BACKWARD_SHAPES + (FLASH_BACKWARD_GPU_SHAPES if runtime.on_gpu() else [])
 
 
-def _attention_grads(q, k, v, do, causal=False, scale=None):
-    """The check's spec, in fp64: O and LSE (natural log) of softmax(scale q k^T) v, and the
-    gradients torch.autograd takes through torch's attention (F.scaled_dot_product_attention)."""
-    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-    leaves = [t.detach().double().requires_grad_() for t in (q, k, v)]
-    o = F.scaled_dot_product_attention(*leaves, is_causal=causal, scale=scale)
-    grads = torch.autograd.grad(o, leaves, do.double())
-    with torch.no_grad():
-        s = (leaves[0] @ leaves[1].transpose(-1, -2)) * scale
-        if causal:
-            n = s.shape[-1]
-            s = s.masked_fill(torch.ones(n, n, dtype=torch.bool, device=s.device).triu(1), float("-inf"))
-        lse = torch.logsumexp(s, dim=-1)
-    return o.detach(), lse, grads
-
-
 def _scale_diagnosis(got, want, scale) -> str:
     """'your dK is 8 times too large'-style help when the gradient is off by exactly the scale."""
     g, w = got.detach().double().flatten().cpu(), want.detach().double().flatten().cpu()
@@ -381,13 +365,31 @@ def check_flash_backward(flash_backward, shapes=None, dtypes=None, scale=None, f
     v, causal, scale)` (the grader passes the reference FlashAttention forward) or, without one,
     from the check's own fp64 attention."""
     __tracebackhide__ = True
+
+    # the spec lives inside the check: O and LSE of attention are lab answers (naive_attention),
+    # so no function of the learner package may hand them out
+    def spec(q, k, v, do, causal=False, scale=None):
+        """The check's spec, in fp64: O and LSE (natural log) of softmax(scale q k^T) v, and the
+        gradients torch.autograd takes through torch's attention (F.scaled_dot_product_attention)."""
+        scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+        leaves = [t.detach().double().requires_grad_() for t in (q, k, v)]
+        o = F.scaled_dot_product_attention(*leaves, is_causal=causal, scale=scale)
+        grads = torch.autograd.grad(o, leaves, do.double())
+        with torch.no_grad():
+            s = (leaves[0] @ leaves[1].transpose(-1, -2)) * scale
+            if causal:
+                n = s.shape[-1]
+                s = s.masked_fill(torch.ones(n, n, dtype=torch.bool, device=s.device).triu(1), float("-inf"))
+            lse = torch.logsumexp(s, dim=-1)
+        return o.detach(), lse, grads
+
     for dtype in dtypes or flash_dtypes():
         atol, rtol = BACKWARD_TOLERANCES[dtype]
         print(checks.precision(dtype, atol=atol, rtol=rtol))
         for i, (B, H, N, d, causal) in enumerate(shapes or flash_backward_shapes()):
             case = attention_name(B, H, N, d, causal, dtype) + ("" if scale is None else f" scale={scale:g}")
             q, k, v, do = (checks.randn(B, H, N, d, seed=N * d + 10 * i + j, dtype=dtype) for j in range(4))
-            o, lse, want = _attention_grads(q, k, v, do, causal, scale)
+            o, lse, want = spec(q, k, v, do, causal, scale)
             if forward is not None:
                 o, lse = forward(q, k, v, causal, scale)
             got = checks.call(flash_backward, q, k, v, o.to(dtype), lse.float(), do, causal, scale=scale,
