@@ -13,15 +13,15 @@ from __future__ import annotations
 import importlib
 
 from genfast.compile_info import KernelSignature, as_on_gpu, gpu_configs
-from genfast.labs import (lab00_triton_warmup as lab00, lab02_attention as lab02, lab03_linear_attention_mamba as lab03,
-                          lab04_kv_cache as lab04, lab05_dataset_cards as lab05, lab06_agents as lab06)
+from genfast.labs import lab00_triton_warmup as lab00
+from genfast.labs import lab01_generation as lab01
+from genfast.labs import lab02_attention as lab02
+from genfast.labs import lab03_linear_attention_mamba as lab03
+from genfast.labs import lab04_kv_cache as lab04
+from genfast.labs import lab05_dataset_cards as lab05
+from genfast.labs import lab06_agents as lab06
 
 from .compile_report import KernelSpec, solution_kernel
-
-
-def gpu_config(module: str, function: str, *args, **kwargs) -> dict:
-    with as_on_gpu():
-        return dict(getattr(importlib.import_module(module), function)(*args, **kwargs))
 
 
 def attr(module: str, name: str):
@@ -104,23 +104,10 @@ SPECS += [
 ]
 
 # lab01: fused sampling over a 32k and a 128k vocabulary -------------------------------------
-SAMPLING_POINTERS = {"logits_ptr": "*fp32", "u_ptr": "*fp32", "out_ptr": "*i64"}
-SAMPLING_SCALARS = {"inv_temperature": "fp32", "top_p": "fp32"}
-
-
-def sampling_configs() -> list[dict]:
-    """The launcher's configurations at V = 32k and 128k: the row streams in blocks, so both are
-    the same one today (listed once)."""
-    configs = [gpu_config("genfast.labs.lab01_generation", "sample_launch_config", v) for v in (32768, 131072)]
-    return [c for i, c in enumerate(configs) if c not in configs[:i]]
-
-
 SPECS += [
-    KernelSpec("sampling.fused_sample_kernel (reference)", attr("kernels.sampling", "fused_sample_kernel"),
-               SAMPLING_POINTERS, sampling_configs, SAMPLING_SCALARS),
-    KernelSpec("lab01 fused_sample_kernel (solution)",
-               lambda: solution_kernel("lab01_generation", "fused_sample_kernel", "fused_sample_kernel"),
-               SAMPLING_POINTERS, sampling_configs, SAMPLING_SCALARS, reference=False),
+    reference("sampling.fused_sample_kernel (reference)", "kernels.sampling", "fused_sample_kernel",
+              lab01.SAMPLE_KERNEL),
+    solution("lab01_generation", "fused_sample_kernel", lab01.SAMPLE_KERNEL),
 ]
 
 # lab04: split-K, GQA-aware decode over fp16 / int8 / packed int4 caches (d = 128): the G query

@@ -75,9 +75,10 @@ and a ragged last one on the lab's rows of 79 logits).
 `torch_sample` computes the same thing in plain PyTorch (the same token for the same
 noise, ties aside) and `torch_filtered_probs` gives the filtered distribution itself, for
 chi-square tests of the sampler. `torch_temperature_probs` and `torch_repetition_penalty`
-are the references of the lab's temperature and repetition penalty (CTRL). These references
-are lab01's answers: they stay instructor-side, and the learner install (genfast) ships only
-their outputs on the visible cases (genfast/fixtures/lab01_generation.pt, built by
+are the references of the lab's temperature and repetition penalty (Hugging Face's
+sign-dependent form of CTRL's). These references are lab01's answers: they stay
+instructor-side, and the learner install (genfast) ships only their outputs on the visible
+cases (genfast/fixtures/lab01_generation.pt, built by
 kernels/fixtures/lab01_generation.py).
 """
 import torch
@@ -261,8 +262,9 @@ def torch_temperature_probs(logits: torch.Tensor, temperature: float) -> torch.T
 
 
 def torch_repetition_penalty(logits: torch.Tensor, prev_ids: torch.Tensor, penalty: float) -> torch.Tensor:
-    """CTRL's repetition penalty on logits (V,): every token that occurs in prev_ids (once, however
-    often) gets l / penalty if l > 0, else l * penalty; a new tensor."""
+    """The repetition penalty as Hugging Face applies it (CTRL's, with a sign test) on logits (V,):
+    every token that occurs in prev_ids (once, however often) gets l / penalty if l > 0, else
+    l * penalty; a new tensor."""
     seen = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
     seen[prev_ids] = True
     return torch.where(seen, torch.where(logits > 0, logits / penalty, logits * penalty), logits)

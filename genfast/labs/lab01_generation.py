@@ -22,6 +22,7 @@ from typing import Callable
 import torch
 
 from genfast import bench, checks, fixtures, runtime
+from genfast.compile_info import KernelSignature
 from genfast.policy import PolicyViolation
 from genfast.tinylm import load
 
@@ -455,6 +456,18 @@ def check_sample_distribution(fused_sample, reference=None, cases=DISTRIBUTION_C
     checks.passed("fused_sample draws follow the filtered distribution.")
 
 
+def _sample_configs() -> list[dict]:
+    # the launcher's configurations at 32k and 128k logits (the row streams: today one and the same)
+    configs = [sample_launch_config(v) for v in (32768, 131072)]
+    return [c for i, c in enumerate(configs) if c not in configs[:i]]
+
+
+# the learner's kernel as compiled for a GPU, for the compile report and the speed cell's feedback
+SAMPLE_KERNEL = KernelSignature("fused_sample_kernel", {"logits_ptr": "*fp32", "u_ptr": "*fp32", "out_ptr": "*i64"},
+                                _sample_configs, {"inv_temperature": "fp32", "top_p": "fp32"},
+                                reference="sampling.fused_sample_kernel (reference)")
+
+
 def speed_sampling(fused_sample, reference=None):
     """64 rows of a 32 000-token vocabulary, T=0.8, top-k 50, top-p 0.9: fresh GPU-made logits
     and noise for every timed call (bench.speed_points)."""
@@ -463,4 +476,5 @@ def speed_sampling(fused_sample, reference=None):
         gen = torch.Generator(device="cuda").manual_seed(seed + 1)
         u = torch.rand(logits.shape, generator=gen, device="cuda").clamp_(1e-10, 1 - 1e-7)
         return (logits, 0.8, 50, 0.9, u)
-    return bench.speed_points(fused_sample, reference, inputs=inputs, points=2, name="fused sampling")
+    return bench.speed_points(fused_sample, reference, inputs=inputs, points=2, name="fused sampling",
+                              signature=SAMPLE_KERNEL)
