@@ -12,8 +12,10 @@ fraction of equal entries of two signatures estimates it, with standard error sq
 Overflow. P = 2^31 - 1 is a Mersenne prime. Shingle hashes are reduced below P, and a, b are drawn
 in [1, P) and [0, P), so a * x + b < 2^62 + 2^31: exact in signed 64-bit integers, which is what
 every reference here computes in (NumPy int64, torch int64, Triton tl.int64). (The other classic
-choice, 32-bit multiply-shift h(x) = (a x mod 2^64) >> 32, is faster on a GPU but is not a
-universal family for MinHash's purposes; the course uses the prime.) The kernel reduces mod P with
+choice, multiply-shift h(x) = (a x mod 2^64) >> 32, is faster on a GPU and (approximately)
+universal, but universality bounds collisions of two keys; what MinHash needs is min-wise
+independence, which neither family has exactly: see genfast/curation/minhash.py. The course uses
+the prime and hashes shingles first.) The kernel reduces mod P with
 the Mersenne trick y mod P = (y & P) + (y >> 31), applied twice, then one conditional subtraction:
 no division.
 
