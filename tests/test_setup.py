@@ -67,3 +67,12 @@ def test_the_environment_check_names_what_differs(capsys, monkeypatch):
     assert environment.problems() == ["triton 1.0 is installed; the course was tested with 3.9.0"]
     assert environment.check() is False
     assert "WARNING: triton 1.0 is installed" in capsys.readouterr().out
+
+
+def test_the_fast_tier_names_test_files_that_exist():
+    makefile = (ROOT / "Makefile").read_text()
+    block = makefile.split("FAST_TESTS :=", 1)[1].split("\ntest-fast:", 1)[0]
+    names = re.findall(r"test_\w+", block)
+    assert len(names) >= 10
+    for name in names:
+        assert (ROOT / "tests" / f"{name}.py").exists(), f"make test-fast names tests/{name}.py, which is gone"
