@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from genfast.compile_info import TARGETS, build, first_line
+from genfast.compile_info import TARGETS, build, describe, first_line
 
 COLUMNS = ["kernel", "target", "config", "registers", "spill_bytes", "shared_bytes", "mma_instructions"]
 
@@ -62,10 +62,6 @@ class Row:
 
     def as_dict(self) -> dict:
         return {c: getattr(self, c) for c in COLUMNS}
-
-
-def describe(config: dict) -> str:
-    return " ".join(f"{k}={v}" for k, v in config.items())
 
 
 def rows_for(spec: KernelSpec, targets=tuple(TARGETS)) -> list[Row]:

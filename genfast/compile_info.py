@@ -267,7 +267,7 @@ def reference_build(reference: str, target: str, config: dict) -> Build | None:
     return None
 
 
-def _describe(build: Build | None, show_mma: bool) -> str:
+def _summary(build: Build | None, show_mma: bool) -> str:
     if build is None:
         return "(no figures shipped for this configuration)"
     if build.error:
@@ -278,7 +278,8 @@ def _describe(build: Build | None, show_mma: bool) -> str:
             f"{build.blocks_per_sm} block{'' if build.blocks_per_sm == 1 else 's'} per SM{mma}")
 
 
-def _short(config: dict) -> str:
+def describe(config: dict) -> str:
+    """A launch configuration as one line, `BLOCK=1024 num_warps=4` (the compile report's too)."""
     return " ".join(f"{k}={v}" for k, v in config.items())
 
 
@@ -287,14 +288,14 @@ def laptop_report(kernel, signature: KernelSignature, targets=tuple(TARGETS)) ->
     builds = compile_kernel(kernel, signature, targets)
     lines = []
     for config in gpu_configs(signature):
-        lines.append(f"  launch config {_short(config)}")
+        lines.append(f"  launch config {describe(config)}")
         for b in (b for b in builds if b.config == config):
             ref = reference_build(signature.reference, b.target, config) if signature.reference else None
             show_mma = b.mma_instructions > 0 or (ref is not None and ref.mma_instructions > 0)
             gpu = f"{SM_LIMITS[b.target]['gpu']} ({b.target})"
-            lines.append(f"    {gpu:<13} yours:     {_describe(b, show_mma)}")
+            lines.append(f"    {gpu:<13} yours:     {_summary(b, show_mma)}")
             if signature.reference:
-                lines.append(f"    {'':<13} reference: {_describe(ref, show_mma)}")
+                lines.append(f"    {'':<13} reference: {_summary(ref, show_mma)}")
     advice = []
     if any(b.error for b in builds):
         advice.append("a kernel that does not compile for a GPU cannot be graded for speed: the message above says why")
