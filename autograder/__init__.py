@@ -2,5 +2,8 @@
 enforcement, the hidden-test seam to the reference kernels, similarity report and CLI.
 
 The learner-side pieces it grades with (checks, runtime, bench, policy) live in `genfast`.
+Importing this package imports nothing heavy: nbgrader loads `autograder.config` from
+nbgrader_config.py, and the sandbox launcher is `python -m autograder.sandbox`, both once per
+submission, neither needing torch. The modules that run kernels import `genfast` (or
+`kernels`, which imports it) first, which picks the GPU or the CPU interpreters.
 """
-import genfast  # noqa: F401  (picks GPU or CPU interpreters before anything imports triton)

@@ -40,6 +40,9 @@ def apply(c) -> None:
     c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback"]
     c.Execute.timeout = int(os.environ.get("COURSE_CELL_TIMEOUT", CELL_TIMEOUT_S))
     c.Execute.interrupt_on_timeout = True
+    # The outputs are all in once the last cell replies; a graceful shutdown only waits for the
+    # kernel's own exit (torch's teardown, about a second) before the same SIGKILL.
+    c.Execute.shutdown_kernel = "immediate"
     c.Execute.error_on_timeout = {
         "ename": "CellTimeoutError",
         "evalue": f"stopped after {c.Execute.timeout} s",
@@ -47,6 +50,10 @@ def apply(c) -> None:
                       "so it scores 0. Look for a loop that never ends (for example a while loop whose "
                       "condition never changes) in the code this cell calls."],
     }
+    if os.environ.get("COURSE_PROFILE") == "1":  # `stress` reads where a submission's seconds go
+        c.Application.log_level = "DEBUG"
+        c.Application.log_format = "%(asctime)s.%(msecs)03d [%(name)s | %(levelname)s] %(message)s"
+        c.Application.log_datefmt = "%Y-%m-%d %H:%M:%S"
     c.Autograde.create_student = True
     sandbox_runtime = os.environ.get("COURSE_SANDBOX_RUNTIME")
     if sandbox_runtime:  # set by autograder.grading when it grades in the sandbox

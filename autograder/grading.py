@@ -1,6 +1,7 @@
 """The grading pipeline: release, submit, autograde, feedback, export, gradebook.
 
-Every step runs the real `nbgrader` command in a child process. A child process per
+Every step runs the real `nbgrader` command in a child process of its own (forked from a
+server that has imported nbgrader once: autograder.nbrunner). A child process per
 submission is what keeps one broken or endless submission from taking the batch down:
 it gets a wall-clock limit on top of nbgrader's per-cell timeout, its log is kept, and
 the batch goes on to the next one.
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import nbformat
 
-from . import config, grader, preflight, samples, sandbox
+from . import config, grader, nbrunner, preflight, samples, sandbox
 
 SUBMISSION_TIMEOUT_S = 20 * 60  # a whole notebook; cells have their own, shorter limit
 
@@ -41,13 +42,14 @@ def sandboxed() -> bool:
 
 
 def nbgrader(*args: str, timeout: float | None = None, log: Path | None = None,
-             isolate: bool = False, threads: int | None = None, lab: str | None = None) -> subprocess.CompletedProcess:
+             isolate: bool = False, threads: int | None = None, lab: str | None = None,
+             cell_timeout: int | None = None) -> subprocess.CompletedProcess:
     """Run `nbgrader ARGS` from the course root with the course config.
 
     isolate=True runs the notebooks' kernels in the sandbox (autograde does), or where there
     is none in the course-grader kernel; both bind the hidden tests' references for `lab`
     before the notebook's first cell. `threads` caps torch's CPU threads so parallel workers
-    do not fight over the cores.
+    do not fight over the cores; `cell_timeout` replaces the per-cell limit for this run.
     """
     grading = config.grading_dir()
     grading.mkdir(parents=True, exist_ok=True)  # nbgrader creates its database there
@@ -58,6 +60,8 @@ def nbgrader(*args: str, timeout: float | None = None, log: Path | None = None,
         env["OMP_NUM_THREADS"] = str(threads)
     if lab:
         env["COURSE_LAB"] = lab
+    if cell_timeout:
+        env["COURSE_CELL_TIMEOUT"] = str(cell_timeout)
     env["COURSE_GPU_LOCK_DIR"] = str(gpu_lock_dir())
     runtime = None
     if isolate:
@@ -70,8 +74,7 @@ def nbgrader(*args: str, timeout: float | None = None, log: Path | None = None,
         else:
             env["COURSE_GRADER_KERNEL"] = grader.KERNEL_NAME
     try:
-        proc = subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=config.ROOT, env=env,
-                              capture_output=True, text=True, timeout=timeout)
+        proc = nbrunner.run(list(args), env=env, cwd=config.ROOT, timeout=timeout)
     finally:
         if runtime is not None:
             sandbox.kill_leftovers(runtime)  # last resort: no kernel outlives its grading run
@@ -117,8 +120,11 @@ def submission_dir(student: str, lab: str) -> Path:
     return config.grading_dir() / "submitted" / student / lab
 
 
-def submit(student: str, lab: str, notebook) -> Path:
-    """Place a notebook where nbgrader expects a collected submission."""
+def submit(student: str, lab: str, notebook, cell_timeout: int | None = None) -> Path:
+    """Place a notebook where nbgrader expects a collected submission. Only the course's own
+    samples pass `cell_timeout` (a per-cell limit of their own, kept on the grader's side);
+    every other submission gets the course's limit."""
+    _update_json(_cell_limits_path(), {f"{student}/{lab}": cell_timeout})
     folder = submission_dir(student, lab)
     if folder.exists():
         shutil.rmtree(folder)
@@ -137,7 +143,7 @@ def submit_samples(labs: list[str], students: list[str] | None = None) -> list[t
                 continue
             nb = samples.make_sample(lab, student)
             preflight.enforce_policy(nb, lab, released_notebook(lab))  # samples obey it like anyone
-            submit(student, lab, nb)
+            submit(student, lab, nb, cell_timeout=samples.cell_timeout(lab, student))
             pairs.append((student, lab))
     return pairs
 
@@ -177,6 +183,16 @@ def _update_json(path: Path, entries: dict) -> dict:
     return data
 
 
+def _cell_limits_path() -> Path:
+    config.grading_dir().mkdir(parents=True, exist_ok=True)
+    return config.grading_dir() / "cell_limits.json"
+
+
+def _cell_limit(student: str, lab: str) -> int | None:
+    path = _cell_limits_path()
+    return json.loads(path.read_text()).get(f"{student}/{lab}") if path.exists() else None
+
+
 def _timestamp(student: str, lab: str) -> str:
     stamp = submission_dir(student, lab) / "timestamp.txt"
     return stamp.read_text() if stamp.exists() else ""
@@ -190,15 +206,16 @@ def autograde_one(student: str, lab: str, threads: int | None = None) -> Outcome
     notes = json.loads((config.grading_dir() / "notes.json").read_text()) \
         if (config.grading_dir() / "notes.json").exists() else {}
     message = notes.get(f"{student}/{lab}", "")
+    cell_timeout = _cell_limit(student, lab)
     try:
-        proc = nbgrader("autograde", lab, "--student", student, "--force",
-                        timeout=SUBMISSION_TIMEOUT_S, log=log, isolate=True, threads=threads, lab=lab)
+        proc = nbgrader("autograde", lab, "--student", student, "--force", timeout=SUBMISSION_TIMEOUT_S,
+                        log=log, isolate=True, threads=threads, lab=lab, cell_timeout=cell_timeout)
         failure = "" if proc.returncode == 0 else _last_error(proc.stdout + proc.stderr)
     except subprocess.TimeoutExpired:
         failure = f"grading took longer than {SUBMISSION_TIMEOUT_S} s"
     if failure:
         message = f"the notebook could not be graded ({failure}); graded as the unfilled lab"
-        submit(student, lab, preflight.rejected(released_notebook(lab), message))
+        submit(student, lab, preflight.rejected(released_notebook(lab), message), cell_timeout=cell_timeout)
         proc = nbgrader("autograde", lab, "--student", student, "--force",
                         timeout=SUBMISSION_TIMEOUT_S, log=log.with_suffix(".fallback.log"), isolate=True,
                         threads=threads, lab=lab)

@@ -75,6 +75,15 @@ def make_sample(lab: str, student: str):
     return _apply(nb, spec["replace"], lab, student)
 
 
+def cell_timeout(lab: str, student: str) -> int | None:
+    """The sample's own per-cell limit in seconds (`cell_timeout_s` in its section), if it has one.
+
+    A `hangs` sample only shows that the limit cuts an endless cell and grades the rest, so it
+    may use a limit shorter than real submissions' (config.CELL_TIMEOUT_S), set well above the
+    slowest cell of the reference; it then waits seconds instead of minutes per endless cell."""
+    return mistakes(lab).get(student, {}).get("cell_timeout_s")
+
+
 def students_for(lab: str) -> list[str]:
     defined = mistakes(lab)
     return [s for s in STUDENTS if s in ("reference", "untouched") or s in defined]

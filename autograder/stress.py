@@ -2,6 +2,11 @@
 
     python -m autograder stress --lab lab00_triton_warmup -n 200 --workers 2
 
+First it grades one reference submission alone and prints where its seconds go, wall and
+CPU time per stage (from nbgrader's timestamped log, the notebook's cell timings and a
+sampler of the CPU time of every process it starts): what grading costs beyond the
+submission's own cells.
+
 The submissions cycle through the lab's samples, one in twenty an endless loop (`hangs`,
 which waits out the cell timeout) and the rest reference, untouched and buggy notebooks:
 roughly the mix of finished, unfinished and wrong work a real class sends. It runs in
@@ -12,9 +17,13 @@ every submission got a grade.
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
 import os
 import threading
 import time
+
+import nbformat
 
 from . import config, gradebook, grading, samples
 
@@ -49,9 +58,129 @@ class PeakMemory:
         self._thread.join()
 
 
+def _tree_cpu_seconds(root: int) -> float:
+    """CPU time of `root`'s descendants, alive or reaped by one of them (utime + stime + the
+    children's times in /proc/PID/stat)."""
+    parents, cpu = {}, {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rpartition(")")[2].split()
+            except OSError:
+                continue
+            parents[int(entry)] = int(fields[1])
+            cpu[int(entry)] = sum(int(x) for x in fields[11:15])
+    total, frontier = 0, [root]
+    children: dict[int, list[int]] = {}
+    for pid, parent in parents.items():
+        children.setdefault(parent, []).append(pid)
+    while frontier:
+        pid = frontier.pop()
+        for child in children.get(pid, []):
+            total += cpu[child]
+            frontier.append(child)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+class CpuSampler:
+    """Samples the CPU time of this process's descendants every 20 ms: (wall time, CPU s) pairs."""
+
+    def __init__(self):
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while True:
+            self.samples.append((time.time(), _tree_cpu_seconds(os.getpid())))
+            if self._stop.wait(0.02):
+                break
+
+    def at(self, when: float) -> float:
+        earlier = [cpu for t, cpu in self.samples if t <= when]
+        return earlier[-1] if earlier else 0.0
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.samples.append((time.time(), _tree_cpu_seconds(os.getpid())))
+
+
+def _log_times(log_text: str) -> dict[str, float]:
+    """Wall-clock times of the stage boundaries in a timestamped nbgrader autograde log."""
+    marks = {"up": "Loaded config file", "kernel": "Starting kernel", "first": "Executing cell",
+             "written": "Setting destination file permissions"}
+    times = {}
+    for line in log_text.splitlines():
+        for name, text in marks.items():
+            if name not in times and text in line:
+                stamp = datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S.%f")
+                times[name] = stamp.timestamp()
+    missing = set(marks) - set(times)
+    if missing:
+        raise RuntimeError(f"the profiled nbgrader log lacks {sorted(missing)}")
+    return times
+
+
+def _cell_times(notebook) -> tuple[float, float]:
+    """(the cells' own run time in seconds, when the last one replied) from the notebook's metadata."""
+    total, last = 0.0, 0.0
+    for cell in notebook.cells:
+        run = cell.get("metadata", {}).get("execution", {})
+        if "iopub.execute_input" in run and "shell.execute_reply" in run:
+            start, end = (datetime.datetime.fromisoformat(run[k].replace("Z", "+00:00")).timestamp()
+                          for k in ("iopub.execute_input", "shell.execute_reply"))
+            total, last = total + end - start, max(last, end)
+    return total, last
+
+
+def profile_one(lab: str, student: str = "reference") -> dict:
+    """Grade one submission alone and split its wall and CPU time into stages."""
+    grading.submit(student, lab, samples.make_sample(lab, student))
+    grading.nbrunner.run(["--version"], env=dict(os.environ), cwd=config.ROOT)  # a warm fork server, as in a batch
+    os.environ["COURSE_PROFILE"] = "1"
+    try:
+        with CpuSampler() as cpu:
+            start = time.time()
+            outcome = grading.autograde_one(student, lab, threads=os.cpu_count())
+            end = time.time()
+    finally:
+        os.environ.pop("COURSE_PROFILE")
+    log = config.grading_dir() / "logs" / f"autograde-{student}-{lab}.log"
+    t = _log_times(log.read_text())
+    graded = nbformat.read(config.grading_dir() / "autograded" / student / lab / f"{lab}.ipynb", as_version=4)
+    cells, last_reply = _cell_times(graded)
+    bounds = [("start nbgrader (a fork of the preloaded server)", start, t["up"]),
+              ("nbgrader before the kernel (gradebook, checksums, copies)", t["up"], t["kernel"]),
+              ("kernel start (sandbox, ipykernel, torch, triton, references)", t["kernel"], t["first"]),
+              ("the notebook's cells, and nbgrader between them", t["first"], last_reply),
+              ("after the last cell (kernel stopped, grades saved)", last_reply, t["written"]),
+              ("exit, clean-up, status", t["written"], end)]
+    # a killed kernel's CPU time leaves the process tree with it: a stage never counts below 0
+    stages = [dict(stage=name, wall=b - a, cpu=max(0.0, cpu.at(b) - cpu.at(a))) for name, a, b in bounds]
+    return dict(lab=lab, student=student, ok=outcome.ok, wall=end - start, cpu=sum(s["cpu"] for s in stages),
+                cells=cells, beyond_cells=(end - start) - cells, stages=stages)
+
+
+def print_profile(p: dict) -> None:
+    print(f"one submission, graded alone ({p['lab']}/{p['student']}): where the seconds go")
+    print(f"  {'stage':64s} {'wall s':>7s} {'CPU s':>7s}")
+    for s in p["stages"]:
+        print(f"  {s['stage']:64s} {s['wall']:7.2f} {s['cpu']:7.2f}")
+    print(f"  {'total':64s} {p['wall']:7.2f} {p['cpu']:7.2f}")
+    print(f"  the cells' own run time (the notebook's metadata): {p['cells']:.2f} s; "
+          f"beyond the cells: {p['beyond_cells']:.2f} s (target: at most 3 s)")
+
+
 def run(lab: str, n: int, workers: int) -> dict:
     os.environ.setdefault("COURSE_GRADING_DIR", str(config.ROOT / "grading" / "stress"))
     grading.release([lab])
+    print_profile(profile_one(lab))
     honest = [k for k in samples.students_for(lab) if k != "hangs"]
     pairs = []
     for i in range(n):

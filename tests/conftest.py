@@ -7,7 +7,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import autograder  # noqa: E402,F401  (CPU interpreters before any test imports triton)
+import genfast  # noqa: E402,F401  (CPU interpreters before any test imports triton)
 
 # the speed cells' compile report for a machine without a GPU costs seconds per kernel: the
 # notebooks the suite runs skip it, except where a test turns it on to check it
