@@ -6,7 +6,9 @@ goes under one git-ignored grading folder, ./grading unless COURSE_GRADING_DIR s
 The repository's nbgrader_config.py calls `apply`, so the `nbgrader` command, JupyterLab's
 formgrader and `python -m autograder` all see the same settings.
 """
+import json
 import os
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,6 +27,12 @@ def release_dir() -> Path:
     return ROOT / os.environ.get("COURSE_RELEASE_DIR", RELEASE_DIR)
 
 
+def _limit_for_cells_using(names: list[str], seconds: int, default: int):
+    """nbclient's per-cell timeout: `seconds` for a cell whose code uses one of `names`, else `default`."""
+    uses = re.compile(r"\b(?:" + "|".join(re.escape(n) for n in names) + r")\b")
+    return lambda cell: seconds if uses.search(cell.source) else default
+
+
 def apply(c) -> None:
     """Fill a traitlets config `c` (as in nbgrader_config.py) with the course settings."""
     grading = grading_dir()
@@ -39,14 +47,20 @@ def apply(c) -> None:
     c.CourseDirectory.db_url = f"sqlite:///{grading / 'gradebook.db'}"
     c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback"]
     c.Execute.timeout = int(os.environ.get("COURSE_CELL_TIMEOUT", CELL_TIMEOUT_S))
+    limit = c.Execute.timeout
+    sample_limit = os.environ.get("COURSE_SAMPLE_CELL_LIMIT")  # a course sample's own (samples.cell_limit)
+    if sample_limit:
+        short = json.loads(sample_limit)
+        c.Execute.timeout_func = _limit_for_cells_using(short["names"], short["seconds"], c.Execute.timeout)
+        limit = short["seconds"]
     c.Execute.interrupt_on_timeout = True
     # The outputs are all in once the last cell replies; a graceful shutdown only waits for the
     # kernel's own exit (torch's teardown, about a second) before the same SIGKILL.
     c.Execute.shutdown_kernel = "immediate"
     c.Execute.error_on_timeout = {
         "ename": "CellTimeoutError",
-        "evalue": f"stopped after {c.Execute.timeout} s",
-        "traceback": [f"CellTimeoutError: this cell ran longer than {c.Execute.timeout} s and was stopped, "
+        "evalue": f"stopped after {limit} s",
+        "traceback": [f"CellTimeoutError: this cell ran longer than {limit} s and was stopped, "
                       "so it scores 0. Look for a loop that never ends (for example a while loop whose "
                       "condition never changes) in the code this cell calls."],
     }

@@ -43,13 +43,13 @@ def sandboxed() -> bool:
 
 def nbgrader(*args: str, timeout: float | None = None, log: Path | None = None,
              isolate: bool = False, threads: int | None = None, lab: str | None = None,
-             cell_timeout: int | None = None) -> subprocess.CompletedProcess:
+             cell_limit: dict | None = None) -> subprocess.CompletedProcess:
     """Run `nbgrader ARGS` from the course root with the course config.
 
     isolate=True runs the notebooks' kernels in the sandbox (autograde does), or where there
     is none in the course-grader kernel; both bind the hidden tests' references for `lab`
     before the notebook's first cell. `threads` caps torch's CPU threads so parallel workers
-    do not fight over the cores; `cell_timeout` replaces the per-cell limit for this run.
+    do not fight over the cores; `cell_limit` is a sample's own short limit (samples.cell_limit).
     """
     grading = config.grading_dir()
     grading.mkdir(parents=True, exist_ok=True)  # nbgrader creates its database there
@@ -60,8 +60,8 @@ def nbgrader(*args: str, timeout: float | None = None, log: Path | None = None,
         env["OMP_NUM_THREADS"] = str(threads)
     if lab:
         env["COURSE_LAB"] = lab
-    if cell_timeout:
-        env["COURSE_CELL_TIMEOUT"] = str(cell_timeout)
+    if cell_limit:
+        env["COURSE_SAMPLE_CELL_LIMIT"] = json.dumps(cell_limit)
     env["COURSE_GPU_LOCK_DIR"] = str(gpu_lock_dir())
     runtime = None
     if isolate:
@@ -120,11 +120,11 @@ def submission_dir(student: str, lab: str) -> Path:
     return config.grading_dir() / "submitted" / student / lab
 
 
-def submit(student: str, lab: str, notebook, cell_timeout: int | None = None) -> Path:
+def submit(student: str, lab: str, notebook, cell_limit: dict | None = None) -> Path:
     """Place a notebook where nbgrader expects a collected submission. Only the course's own
-    samples pass `cell_timeout` (a per-cell limit of their own, kept on the grader's side);
-    every other submission gets the course's limit."""
-    _update_json(_cell_limits_path(), {f"{student}/{lab}": cell_timeout})
+    samples pass `cell_limit` (a short limit of their own, samples.cell_limit, recorded on the
+    grader's side); every other submission gets the course's limit."""
+    _update_json(_cell_limits_path(), {f"{student}/{lab}": cell_limit})
     folder = submission_dir(student, lab)
     if folder.exists():
         shutil.rmtree(folder)
@@ -143,7 +143,7 @@ def submit_samples(labs: list[str], students: list[str] | None = None) -> list[t
                 continue
             nb = samples.make_sample(lab, student)
             preflight.enforce_policy(nb, lab, released_notebook(lab))  # samples obey it like anyone
-            submit(student, lab, nb, cell_timeout=samples.cell_timeout(lab, student))
+            submit(student, lab, nb, cell_limit=samples.cell_limit(lab, student))
             pairs.append((student, lab))
     return pairs
 
@@ -188,7 +188,7 @@ def _cell_limits_path() -> Path:
     return config.grading_dir() / "cell_limits.json"
 
 
-def _cell_limit(student: str, lab: str) -> int | None:
+def _cell_limit(student: str, lab: str) -> dict | None:
     path = _cell_limits_path()
     return json.loads(path.read_text()).get(f"{student}/{lab}") if path.exists() else None
 
@@ -206,16 +206,16 @@ def autograde_one(student: str, lab: str, threads: int | None = None) -> Outcome
     notes = json.loads((config.grading_dir() / "notes.json").read_text()) \
         if (config.grading_dir() / "notes.json").exists() else {}
     message = notes.get(f"{student}/{lab}", "")
-    cell_timeout = _cell_limit(student, lab)
+    cell_limit = _cell_limit(student, lab)
     try:
         proc = nbgrader("autograde", lab, "--student", student, "--force", timeout=SUBMISSION_TIMEOUT_S,
-                        log=log, isolate=True, threads=threads, lab=lab, cell_timeout=cell_timeout)
+                        log=log, isolate=True, threads=threads, lab=lab, cell_limit=cell_limit)
         failure = "" if proc.returncode == 0 else _last_error(proc.stdout + proc.stderr)
     except subprocess.TimeoutExpired:
         failure = f"grading took longer than {SUBMISSION_TIMEOUT_S} s"
     if failure:
         message = f"the notebook could not be graded ({failure}); graded as the unfilled lab"
-        submit(student, lab, preflight.rejected(released_notebook(lab), message), cell_timeout=cell_timeout)
+        submit(student, lab, preflight.rejected(released_notebook(lab), message), cell_limit=cell_limit)
         proc = nbgrader("autograde", lab, "--student", student, "--force",
                         timeout=SUBMISSION_TIMEOUT_S, log=log.with_suffix(".fallback.log"), isolate=True,
                         threads=threads, lab=lab)

@@ -75,13 +75,21 @@ def make_sample(lab: str, student: str):
     return _apply(nb, spec["replace"], lab, student)
 
 
-def cell_timeout(lab: str, student: str) -> int | None:
-    """The sample's own per-cell limit in seconds (`cell_timeout_s` in its section), if it has one.
+def cell_limit(lab: str, student: str) -> dict | None:
+    """The sample's own short per-cell limit, if its section sets one:
 
-    A `hangs` sample only shows that the limit cuts an endless cell and grades the rest, so it
-    may use a limit shorter than real submissions' (config.CELL_TIMEOUT_S), set well above the
-    slowest cell of the reference; it then waits seconds instead of minutes per endless cell."""
-    return mistakes(lab).get(student, {}).get("cell_timeout_s")
+        cell_timeout_s = 5            # seconds, instead of the course's 60 (config.CELL_TIMEOUT_S)
+        hangs_in = ["rank_one_edit"]  # the names whose cells get it: the function that never returns
+
+    A `hangs` sample only shows that the limit cuts an endless cell while the rest is graded, so
+    the cells that call its endless function may wait seconds instead of a minute each; every
+    other cell of the sample, and every real submission, keeps the course's limit."""
+    spec = mistakes(lab).get(student, {})
+    if "cell_timeout_s" not in spec:
+        return None
+    if not spec.get("hangs_in"):
+        raise ValueError(f"samples/{lab}.toml [{student}]: cell_timeout_s needs hangs_in, the names it applies to")
+    return {"seconds": int(spec["cell_timeout_s"]), "names": list(spec["hangs_in"])}
 
 
 def students_for(lab: str) -> list[str]:

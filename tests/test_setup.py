@@ -45,6 +45,26 @@ def test_every_lab_has_its_samples_and_readme_row():
         assert set(samples.students_for(lab)) == set(samples.STUDENTS), f"{lab}: define buggy and hangs samples"
 
 
+def test_a_samples_short_cell_limit_names_the_endless_function():
+    """A `hangs` sample may cut the cells that call its endless function after a few seconds
+    (samples.cell_limit); each name it gives must be a function the solutions define and the
+    sample's edit makes endless, or called by one, so the short limit stays on those cells."""
+    import nbformat
+    from autograder import grading, samples
+    for lab in grading.all_labs():
+        limit = samples.cell_limit(lab, "hangs")
+        if limit is None:
+            continue
+        assert 1 <= limit["seconds"] < 60
+        nb = nbformat.read(ROOT / "solutions" / lab / f"{lab}.ipynb", as_version=4)
+        defined = {name for cell in nb.cells for name in re.findall(r"^def (\w+)", cell.source, re.M)}
+        assert set(limit["names"]) <= defined, (lab, set(limit["names"]) - defined)
+        edited = {rep["cell"] for rep in samples.mistakes(lab)["hangs"]["replace"]}
+        edited_defs = {name for cell in nb.cells if cell.metadata.get("nbgrader", {}).get("grade_id") in edited
+                       for name in re.findall(r"^def (\w+)", cell.source, re.M)}
+        assert edited_defs & set(limit["names"]), f"{lab}: hangs_in names none of the edited cell's functions"
+
+
 def test_the_lock_pins_what_is_installed_and_make_setup_uses_it():
     """The lock is the environment the tests pass in: every package it names is installed at its
     version here (CI installs with it), and both set-up routes use it."""
