@@ -40,8 +40,11 @@ system-deps:
 	  else echo "missing Debian packages:$$missing (as root: apt-get install$$missing)"; fi; \
 	fi
 
+# Two test processes share the cores (pytest-xdist); each file stays in one process, so a module's
+# fixtures (the graded samples, the hostile batch) are built once.
+TEST_WORKERS ?= 2
 test: setup system-deps ## the whole test suite (what CI runs)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # The fast tier (under 2 minutes on 2 cores once set up and once Triton's cache is warm): checks, timing
 # harness, code policy and learner boundary, every reference kernel in the interpreter, the
@@ -50,7 +53,7 @@ FAST_TESTS := test_checks test_setup test_bench_defences test_compile_feedback t
               test_notes_formulas test_benchmarks test_kernels_lab00 test_kernels_flash_backward \
               test_notebooks test_learner_boundary
 test-fast: setup      ## the fast tier: no grading, under 2 minutes
-	$(BIN)/python -m pytest -q $(FAST_TESTS:%=tests/%.py)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(FAST_TESTS:%=tests/%.py)
 
 lab: setup            ## open the labs in JupyterLab
 	$(BIN)/jupyter lab labs/

@@ -166,10 +166,17 @@ def install_kernelspec(folder: Path) -> Path:
     return folder
 
 
+def own_runtimes() -> Path:
+    """The folder of this process's runtime folders: `leftover_processes(own_runtimes())` are the
+    sandboxes this process started and that are still alive (not another grading process's)."""
+    return RUNTIME_ROOT / str(os.getpid())
+
+
 def new_runtime_dir() -> Path:
     """A private folder for one nbgrader run's connection file and IPC sockets."""
-    RUNTIME_ROOT.mkdir(mode=0o711, parents=True, exist_ok=True)
-    path = RUNTIME_ROOT / uuid.uuid4().hex
+    own_runtimes().mkdir(mode=0o711, parents=True, exist_ok=True)
+    RUNTIME_ROOT.chmod(0o711)
+    path = own_runtimes() / uuid.uuid4().hex
     path.mkdir(mode=0o700)
     return path
 
