@@ -53,7 +53,11 @@ def cmd_grade(labs: list[str], students: list[str] | None = None) -> None:
     print(runtime.describe())
     grading.release(labs)
     pairs = grading.submit_samples(labs, students)
+    graded_at = time.time()
     _report(grading.autograde(pairs, workers=2))
+    seconds = time.time() - graded_at
+    print(f"autograded {len(pairs)} submissions in {seconds:.0f} s with 2 workers "
+          f"({seconds / max(1, len(pairs)):.1f} s of wall time per submission)")
     grading.feedback(labs)
     csv = grading.export(config.grading_dir() / "grades.csv")
     print("\n" + gradebook.table() + "\n")
