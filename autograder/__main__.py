@@ -4,6 +4,8 @@
   samples   [LAB ...]              put the bundled sample submissions into grading/submitted
   autograde [LAB ...] [--from DIR] [--workers N] [--resume]
                                    autograde grading/submitted (or collect DIR/<student>/<lab>/ first)
+            --slurm [--partition P --gres gpu:1 --array-parallel K]   as a Slurm job array (autograder/slurm.py)
+  status                           progress of the Slurm grading runs
   feedback  [LAB ...]              feedback HTML under grading/feedback
   export    [--to CSV]             grade CSV (nbgrader export)
   gradebook                        print the student x lab table
@@ -31,7 +33,7 @@ from pathlib import Path
 
 from genfast import runtime
 
-from . import config, gradebook, grading
+from . import config, gradebook, grading, slurm
 
 
 def _labs(names: list[str]) -> list[str]:
@@ -82,6 +84,8 @@ def main(argv=None) -> None:
     p.add_argument("--from", dest="source", type=Path, help="folder of <student>/<lab>/<lab>.ipynb")
     p.add_argument("--workers", type=int, default=1, help="submissions graded at once")
     p.add_argument("--resume", action="store_true", help="skip submissions already graded")
+    slurm.add_arguments(p)
+    sub.add_parser("status", help="progress of the Slurm grading runs")
     sub.add_parser("export").add_argument("--to", type=Path, default=None)
     sub.add_parser("gradebook")
     p = sub.add_parser("similarity")
@@ -118,7 +122,12 @@ def main(argv=None) -> None:
         else:
             root = config.grading_dir() / "submitted"
             pairs = [(s.name, lab) for s in sorted(root.iterdir()) for lab in labs if (s / lab).is_dir()]
-        _report(grading.autograde(pairs, workers=args.workers, resume=args.resume))
+        if args.slurm:
+            _report(slurm.autograde(pairs, args))
+        else:
+            _report(grading.autograde(pairs, workers=args.workers, resume=args.resume))
+    elif args.command == "status":
+        print(slurm.status())
     elif args.command == "feedback":
         grading.feedback(_labs(args.labs))
     elif args.command == "export":
