@@ -69,6 +69,12 @@ def apply(c) -> None:
         c.Application.log_format = "%(asctime)s.%(msecs)03d [%(name)s | %(levelname)s] %(message)s"
         c.Application.log_datefmt = "%Y-%m-%d %H:%M:%S"
     c.Autograde.create_student = True
+    # nbgrader's own list, with the visible checks that the hidden blocks re-run skipped first
+    c.Autograde.autograde_preprocessors = [
+        "autograder.visible_checks.SkipVisibleChecks", "nbgrader.preprocessors.Execute",
+        "nbgrader.preprocessors.IgnorePattern", "nbconvert.preprocessors.ClearMetadataPreprocessor",
+        "nbgrader.preprocessors.LimitOutput", "nbgrader.preprocessors.SaveAutoGrades",
+        "nbgrader.preprocessors.AssignLatePenalties", "nbgrader.preprocessors.CheckCellMetadata"]
     sandbox_runtime = os.environ.get("COURSE_SANDBOX_RUNTIME")
     if sandbox_runtime:  # set by autograder.grading when it grades in the sandbox
         c.Execute.kernel_name = "course-sandbox"

@@ -35,7 +35,7 @@ from pathlib import Path
 
 # What the server imports once; every child starts with them in memory.
 PRELOAD = ("nbgrader.apps.nbgraderapp", "nbgrader.preprocessors", "nbclient", "nbconvert", "jupyter_client",
-           "sqlalchemy", "autograder.config", "autograder.feedback")
+           "sqlalchemy", "autograder.config", "autograder.feedback", "autograder.visible_checks")
 
 
 # --- the server side -------------------------------------------------------------------------

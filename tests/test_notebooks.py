@@ -30,3 +30,42 @@ def test_released_labs_hide_solutions_and_hidden_tests():
         for marker in ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS"):
             assert marker not in text, f"{path.name} leaks '{marker}'"
         assert "raise NotImplementedError()" in text
+
+
+# visible checks that a hidden block re-runs through its parts (other helpers), so grading runs them
+KEPT_VISIBLE = {("lab02_attention", "test_cost_model"), ("lab05_dataset_cards", "test_lsh")}
+
+
+def test_every_visible_check_is_rerun_by_its_hidden_block():
+    """The course's rule, on which grading relies (autograder/visible_checks.py skips the visible
+    run in graded notebooks): each test cell's visible `lab.check_*` statements are run again by
+    the cell's hidden block through GRADER.lab, which assigns again whatever they assign; the
+    few whose hidden block checks the parts instead stay in the graded run."""
+    import ast
+
+    from autograder import visible_checks
+    kept, skipped = set(), 0
+    for path in sorted((ROOT / "solutions").rglob("*.ipynb")):
+        for cell in nbformat.read(path, as_version=4).cells:
+            nbgrader = cell.metadata.get("nbgrader", {})
+            parts = visible_checks.split(cell.source)
+            if not nbgrader.get("grade") or nbgrader.get("solution") or parts is None:
+                continue
+            graded = visible_checks.skip_visible(cell.source)
+            ast.parse(graded)  # still a valid cell
+            left = [s for s in ast.parse(visible_checks.split(graded)[0]).body if visible_checks._check_name(s)]
+            skipped += graded.count(visible_checks.NOTE)
+            if left:
+                kept.add((path.stem, nbgrader["grade_id"]))
+    assert kept == KEPT_VISIBLE, f"visible checks that no hidden block re-runs: {kept - KEPT_VISIBLE}"
+    assert skipped >= 50, skipped
+
+
+def test_a_visible_check_the_hidden_block_does_not_rerun_is_kept():
+    from autograder import visible_checks
+    source = ("lab.check_a(f)\nx = lab.check_b(f)\nprint('kept')\n### BEGIN HIDDEN TESTS\n"
+              "GRADER.lab.check_a(f, sizes=[1, 2])\nGRADER.lab.check_b(f)\n### END HIDDEN TESTS")
+    lines = visible_checks.skip_visible(source).split("\n")
+    assert lines[0].startswith("# lab.check_a(f)")          # re-run below: skipped, with why
+    assert lines[1] == "x = lab.check_b(f)"                 # assigns x, which the hidden block does not
+    assert lines[2] == "print('kept')" and lines[3:] == source.split("\n")[3:]
