@@ -51,7 +51,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from . import config, grading
+from . import config  # not grading (it imports torch): a task's set-up and the merge need neither
 
 MAX_TASKS = 1000           # Slurm's default MaxArraySize is 1001: bigger classes get chunks
 ATTEMPTS = 2               # a task that dies is tried once more, then graded as failed
@@ -105,13 +105,24 @@ def _copy_gradebook(source: Path, dest: Path) -> None:
     out.close()
 
 
+def _timestamp(student: str, lab: str) -> str:
+    stamp = config.grading_dir() / "submitted" / student / lab / "timestamp.txt"
+    return stamp.read_text() if stamp.exists() else ""
+
+
+def _update_status(entries: dict) -> None:
+    """grading/status.json, in the format `autograde --resume` reads (grading.Outcome as dicts)."""
+    path = config.grading_dir() / "status.json"
+    _write(path, {**_read(path, {}), **entries})
+
+
 def _task_dir(run: Path, index: int) -> Path:
     return run / "tasks" / f"{index:05d}"
 
 
 # --- 1. plan and submit ----------------------------------------------------------------------
 
-def autograde(pairs: list[tuple[str, str]], args) -> list[grading.Outcome]:
+def autograde(pairs: list[tuple[str, str]], args) -> list:
     """Grade `pairs` on Slurm; wait for the merge unless --no-wait. Returns the outcomes."""
     if args.resume:
         _close_interrupted_runs()
@@ -225,6 +236,7 @@ def task(run: Path, index: int) -> None:
 
 def grade_private(private: Path) -> None:
     """Inside the task: grade its pairs with the course's pipeline, then write result.json."""
+    from . import grading
     assert config.grading_dir() == private.resolve(), "COURSE_GRADING_DIR must be the private folder"
     threads = int(os.environ.get("SLURM_CPUS_PER_TASK") or os.environ.get("SLURM_CPUS_ON_NODE") or 1)
     start, outcomes = time.time(), []
@@ -329,7 +341,7 @@ def _merge(run: Path) -> None:
             for log in (private / "logs").glob("*.log"):
                 (main / "logs").mkdir(exist_ok=True)
                 shutil.copy(log, main / "logs" / log.name)
-            grading._update_json(main / "status.json", {f"{o['student']}/{o['lab']}": o for o in outcomes})
+            _update_status({f"{o['student']}/{o['lab']}": o for o in outcomes})
             state["merged"].append(i)
             _write(run / "state.json", state)  # after each task: an interrupted merge resumes
     print(f"merged {len(todo)} task(s) into {main / 'gradebook.db'}", flush=True)
@@ -373,6 +385,7 @@ def _record_failed(run: Path, pairs, message: str) -> None:
     """Graded as failed: zero points, the notebook flagged for the instructor, the reason in each
     answer's comment (the formgrader shows it) and in status.json."""
     from nbgrader.api import Gradebook
+    from . import grading
     main = config.grading_dir()
     with Gradebook(f"sqlite:///{main / 'gradebook.db'}", config.COURSE_ID) as gb:
         for student, lab in pairs:
@@ -385,8 +398,8 @@ def _record_failed(run: Path, pairs, message: str) -> None:
                 for c in nb.comments:
                     c.auto_comment = message
             gb.db.commit()
-            outcome = grading.Outcome(student, lab, False, 0.0, message, grading._timestamp(student, lab))
-            grading._update_json(main / "status.json", {f"{student}/{lab}": asdict(outcome)})
+            outcome = grading.Outcome(student, lab, False, 0.0, message, _timestamp(student, lab))
+            _update_status({f"{student}/{lab}": asdict(outcome)})
 
 
 # --- waiting, status, resume -----------------------------------------------------------------
@@ -403,7 +416,7 @@ def _queued(run: Path) -> dict[str, str]:
     return dict(line.split(None, 1) for line in proc.stdout.splitlines() if line.strip())
 
 
-def wait(run: Path) -> list[grading.Outcome]:
+def wait(run: Path) -> list:
     """Follow a run until its finish job has merged everything (a progress bar of tasks)."""
     from tqdm.auto import tqdm
     total = len(_read(run / "plan.json")["tasks"])
@@ -423,7 +436,8 @@ def wait(run: Path) -> list[grading.Outcome]:
     return _outcomes(run)
 
 
-def _outcomes(run: Path) -> list[grading.Outcome]:
+def _outcomes(run: Path) -> list:
+    from . import grading
     status = _read(config.grading_dir() / "status.json", {})
     pairs = [tuple(p) for chunk in _read(run / "plan.json")["tasks"] for p in chunk]
     return [grading.Outcome(**status[f"{s}/{lab}"]) for s, lab in pairs if f"{s}/{lab}" in status]
@@ -449,7 +463,7 @@ def _not_yet_graded(pairs):
     status = _read(config.grading_dir() / "status.json", {})
     return [(s, lab) for s, lab in pairs
             if not (status.get(f"{s}/{lab}", {}).get("ok")
-                    and status[f"{s}/{lab}"]["submitted_at"] == grading._timestamp(s, lab))]
+                    and status[f"{s}/{lab}"]["submitted_at"] == _timestamp(s, lab))]
 
 
 def status() -> str:
