@@ -20,6 +20,7 @@ from genfast.labs import lab03_linear_attention_mamba as lab03
 from genfast.labs import lab04_kv_cache as lab04
 from genfast.labs import lab05_dataset_cards as lab05
 from genfast.labs import lab06_agents as lab06
+from genfast.labs import lab08_serving as lab08
 
 from .compile_report import KernelSpec, solution_kernel
 
@@ -139,3 +140,15 @@ for _precision, _name in (("tf32", "fp16"), ("ieee", "fp32")):
         solution("lab06_agents", "topk_kernel", lab06.topk_kernel_signature(_precision), label=f"topk_kernel {_name}",
                  uses_dot=_precision == "tf32"),
     ]
+
+# lab08: paged decode attention over a block table (fp16, GQA tile of 16 query rows, 16-token blocks,
+# d = 64 / 128) and the packed variable-length prefill (FlashAttention with cu_seqlens offsets) ----------
+SPECS += [
+    reference("paged_attention._paged_decode_kernel (reference)", "kernels.paged_attention", "_paged_decode_kernel",
+              lab08.PAGED_DECODE_KERNEL, uses_dot=True),
+    solution("lab08_serving", "paged_kernel", lab08.PAGED_DECODE_KERNEL, uses_dot=True),
+    reference("paged_prefill._varlen_attention_kernel (reference)", "kernels.paged_prefill", "_varlen_attention_kernel",
+              lab08.VARLEN_KERNEL, uses_dot=True),
+    solution("lab08_serving", "packed_prefill", lab08.VARLEN_KERNEL, label="paged prefill varlen_attention_kernel",
+             uses_dot=True),
+]

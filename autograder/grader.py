@@ -46,6 +46,7 @@ LAB_REFERENCES: dict[str, list[str]] = {
     "lab07_interpretability": ["kernels.interp.hooks", "kernels.interp.scores", "kernels.interp.lens",
                                "kernels.interp.probes", "kernels.interp.patching", "kernels.interp.steering",
                                "kernels.interp.sae", "kernels.interp.editing"],
+    "lab08_serving": ["kernels.paged_attention", "kernels.paged_prefill", "kernels.paged_cache", "kernels.kv_cache"],
 }
 PRIVATE_MODULES = ("genfast.checks", "genfast.bench")  # shared by every lab, copied for each
 

@@ -26,6 +26,7 @@ import torch
 from genfast import bench, checks, runtime
 from kernels import (attention, flash_backward, kv_cache, linear_attention, matmul, minhash, selective_scan,
                      similarity_topk, softmax, vector_add)
+from kernels import paged_attention
 
 COPY_BYTES = 1 << 30
 DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
@@ -106,6 +107,9 @@ CASES += kv_cache.bench_cases(BenchCase, randn)
 CASES += minhash.bench_cases(BenchCase, randn)
 # lab 06: fused similarity + top-k over a document matrix, vs (q @ D.T).topk
 CASES += similarity_topk.bench_cases(BenchCase, randn)
+# lab 08: paged decode over shuffled 16-token blocks, 32 requests of mixed length up to 8k (GQA 32:8, d=128 fp16),
+# vs torch (gather + SDPA per request) and vs lab04's contiguous kernel at the same total tokens (should be >= 0.9x)
+CASES += paged_attention.bench_cases(BenchCase, randn)
 
 # Optional: the CUDA-model reduction through numba-cuda (a row is skipped if numba cannot compile).
 try:
