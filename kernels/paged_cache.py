@@ -15,7 +15,8 @@ Continuous batching (iteration-level scheduling, Orca / vLLM): every engine step
 
 1. requests that have arrived join the waiting queue;
 2. admit from the front of the queue while the batch has room and the pool has the blocks for the
-   request's tokens (prompt, and what it generated before a preemption); prefill them together
+   request's tokens (prompt, and what it generated before a preemption), counting first the blocks the
+   running requests' decode step will take (so that admitting never forces a preemption); prefill them together
    (one packed sequence) and append the first token of each;
 3. make room for the decode step: each running request whose length is a multiple of block_size needs
    a new block; while the pool has fewer free blocks than that, preempt the most recently admitted
@@ -124,11 +125,12 @@ def serve(engine, requests, max_batch: int = 64) -> dict:
         while pending and pending[0].arrival <= engine.step:
             waiting.append(pending.popleft())
         admitted = []
+        need = sum(cache.blocks_needed(r.id, 1) for r in running)      # this step's decode comes first
         while waiting and len(running) + len(admitted) < max_batch:
-            r = waiting[0]
-            need = sum(cache.blocks_needed(a.id, len(a.tokens())) for a in admitted)
-            if cache.blocks_needed(r.id, len(r.tokens())) + need > cache.allocator.num_free:
+            blocks = cache.blocks_needed(waiting[0].id, len(waiting[0].tokens()))
+            if need + blocks > cache.allocator.num_free:
                 break
+            need += blocks
             admitted.append(waiting.popleft())
         for r, t in zip(admitted, engine.prefill(admitted)):
             r.output.append(t)
