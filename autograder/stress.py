@@ -167,6 +167,17 @@ def profile_one(lab: str, student: str = "reference") -> dict:
                 cells=cells, beyond_cells=(end - start) - cells, stages=stages)
 
 
+def import_seconds() -> float:
+    """Wall time of `import torch, triton` in a fresh process: what any notebook of the course pays
+    in its first cell, and a grading kernel pays at its start instead (grader.bind imports them)."""
+    import subprocess
+    import sys
+    code = "import time; t = time.perf_counter(); import torch, triton; print(time.perf_counter() - t)"
+    runs = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+            for _ in range(2)]
+    return min(runs)
+
+
 def print_profile(p: dict) -> None:
     print(f"one submission, graded alone ({p['lab']}/{p['student']}): where the seconds go")
     print(f"  {'stage':64s} {'wall s':>7s} {'CPU s':>7s}")
@@ -175,6 +186,9 @@ def print_profile(p: dict) -> None:
     print(f"  {'total':64s} {p['wall']:7.2f} {p['cpu']:7.2f}")
     print(f"  the cells' own run time (the notebook's metadata): {p['cells']:.2f} s; "
           f"beyond the cells: {p['beyond_cells']:.2f} s (target: at most 3 s)")
+    imports = import_seconds()
+    print(f"  of which importing torch and triton, which the kernel does before the first cell instead of in it: "
+          f"{imports:.2f} s; the grading machinery itself: {p['beyond_cells'] - imports:.2f} s")
 
 
 def run(lab: str, n: int, workers: int) -> dict:
