@@ -147,3 +147,41 @@ def serve(engine, requests, max_batch: int = 64) -> dict:
             engine.release(r)
         running = [r for r in running if not r.done]
     return {r.id: r.output for r in requests}
+
+
+class SharedPrefixCache(PagedKVCache):
+    """Prefix sharing: a request forked from another shares the blocks of their common prefix.
+
+    `fork(child, parent, n)`: the child's first n tokens are the parent's. The full blocks among them
+    are shared (a reference count per block: a block goes back to the allocator when its last owner
+    frees it); the partly filled block, which both would write into next, is copied for the child
+    (copy-on-write, done at the fork: it is the only shared block anyone would ever write into)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.refs: dict[int, int] = {}
+
+    def fork(self, child, parent, n: int) -> None:
+        b = self.block_size
+        full, rest = divmod(n, b)
+        need = 1 if rest else 0
+        if need > self.allocator.num_free:
+            raise OutOfBlocks(f"fork of request {parent} needs {need} block, none is free")
+        table = list(self.block_table(parent)[:full])
+        for block in table:
+            self.refs[block] = self.refs.get(block, 1) + 1
+        if rest:
+            src, dst = self.block_table(parent)[full], self.allocator.allocate()
+            for pools in (self.k_pools, self.v_pools):
+                for pool in pools:
+                    pool[dst, :rest] = pool[src, :rest]
+            table.append(dst)
+        self.tables[child], self.lengths[child] = table, n
+
+    def free(self, req_id) -> None:
+        for block in self.tables.pop(req_id, []):
+            self.refs[block] = self.refs.get(block, 1) - 1
+            if self.refs[block] == 0:
+                del self.refs[block]
+                self.allocator.free(block)
+        self.lengths.pop(req_id, None)

@@ -205,6 +205,11 @@ def test_decode_check_names_the_last_block_when_every_block_is_taken_as_full():
         lab.check_paged_decode(full_blocks)
 
 
+def test_combine_check_catches_an_unweighted_mean():
+    with pytest.raises(checks.CheckFailed, match="exp\\(lse_s - LSE\\)"):
+        lab.check_combine(lambda o_part, lse_part: o_part.mean(dim=-2))
+
+
 def test_prefill_check_catches_attention_across_prompts():
     def across(q, k, v, cu, max_len):                      # causal over the whole packed sequence
         T = q.shape[0]
@@ -285,3 +290,12 @@ def test_notes_paged_waste_is_half_a_block_per_request():
 def test_notes_padding_example():
     w = serving.padding_waste([5, 100])
     assert abs(w["rows_wasted"] - 0.475) < 1e-12 and round(w["scores_wasted"], 2) == 0.50
+
+
+def test_prefix_sharing_bonus_check_passes_the_reference_and_catches_an_early_free():
+    lab.check_prefix_sharing(pc.SharedPrefixCache)
+
+    class FreesSharedBlocks(pc.SharedPrefixCache):
+        free = pc.PagedKVCache.free                   # ignores the reference counts
+    with pytest.raises(checks.CheckFailed, match="LAST owner"):
+        lab.check_prefix_sharing(FreesSharedBlocks)

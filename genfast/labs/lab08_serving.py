@@ -500,3 +500,56 @@ def speed_prefill(varlen_attention, reference=None):
               f"({t_padded.median_ms / t_packed.median_ms:.2f}x); padding wastes "
               f"{serving.padding_waste(lengths)['scores_wasted']:.0%} of the scores here")
     return points
+
+
+# 6. bonus: prefix sharing (not graded) ---------------------------------------------------------
+SHARING_HINT = ("a block shared by several requests goes back to the allocator only when its LAST owner frees it "
+                "(a reference count per block); the partly filled block of the prefix is copied, never shared")
+
+
+def check_prefix_sharing(SharedPrefixCache):
+    """A 40-token 'system prompt' request, three requests forked from it that append their own tokens:
+    each child's gather is the prompt + its own tokens; the full blocks are shared (6 blocks in use
+    instead of 12); freeing the parent keeps what the children still use, freeing everyone frees all."""
+    L, NB, BS, H, d = 2, 16, 16, 2, 8
+    cache = checks.call(SharedPrefixCache, L, NB, BS, H, d, name="SharedPrefixCache")
+    gen = torch.Generator().manual_seed(5)
+    rand = lambda n: torch.randn(n, H, d, generator=gen)
+    prompt = [(rand(40), rand(40)) for _ in range(L)]
+    slots = cache.append_slots(0, 40)
+    for layer, (k, v) in enumerate(prompt):
+        _write(cache, layer, slots, k, v)
+    own = {}
+    for child in (1, 2, 3):
+        checks.call(cache.fork, child, 0, 40, name="SharedPrefixCache.fork")
+        slots = cache.append_slots(child, 5)
+        own[child] = [(rand(5), rand(5)) for _ in range(L)]
+        for layer, (k, v) in enumerate(own[child]):
+            _write(cache, layer, slots, k, v)
+    used = NB - cache.allocator.num_free
+    if used != 6:
+        _fail(f"a 40-token prompt (3 blocks of 16) and 3 forks with 5 tokens of their own hold {used} blocks, "
+              f"expected 6: the 2 full blocks shared, the partly filled one copied once per child",
+              "fork shares table[:n // block_size] (a reference count per block) and copies the partial block")
+
+    def expect(what):
+        for child in (1, 2, 3):
+            for layer in range(L):
+                k, v = checks.call(cache.gather, child, layer, name="gather")
+                checks.compare(k, torch.cat([prompt[layer][0], own[child][layer][0]]),
+                               what=f"{what}: gather(request {child}, layer {layer}) keys", hint=SHARING_HINT)
+                checks.compare(v, torch.cat([prompt[layer][1], own[child][layer][1]]),
+                               what=f"{what}: gather(request {child}, layer {layer}) values")
+    expect("after the forks")
+    cache.free(0)
+    slots = cache.append_slots(9, BS * cache.allocator.num_free)
+    for layer in range(L):
+        _write(cache, layer, slots, rand(len(slots)) * 100, rand(len(slots)) * 100)   # reuse every free block
+    expect("after freeing the prompt's request and filling every free block")
+    for r in (1, 2, 3, 9):
+        cache.free(r)
+    if cache.allocator.num_free != NB:
+        _fail(f"after every request is freed, {NB - cache.allocator.num_free} blocks are still in use",
+              "a shared block goes back to the allocator when its LAST owner frees it")
+    print(f"prefix sharing: 3 forks of a 40-token prompt in 6 blocks instead of 12; shared blocks outlive "
+          f"the request that wrote them and are freed with their last owner")
