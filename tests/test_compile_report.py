@@ -46,9 +46,9 @@ def test_every_module_with_a_kernel_is_in_the_report():
     from autograder import compile_kernels  # noqa: F401  (the registry)
     listed = "\n".join(spec.name for spec in compile_report.registry())
     for module in ("vector_add", "softmax", "matmul", "attention", "flash_backward", "linear_attention", "selective_scan",
-                   "kv_cache", "sampling", "minhash", "similarity_topk"):
+                   "kv_cache", "sampling", "minhash", "similarity_topk", "paged_attention", "paged_prefill"):
         assert f"{module}." in listed, f"kernels/{module}.py has no row in the compile report"
-    for lab in ("lab00", "lab01", "lab02", "lab03", "lab04", "lab05", "lab06"):
+    for lab in ("lab00", "lab01", "lab02", "lab03", "lab04", "lab05", "lab06", "lab08"):
         assert f"{lab} " in listed, f"{lab}'s solution kernel has no row in the compile report"
 
 
