@@ -120,6 +120,8 @@ def server(tmp_path_factory):
                COURSE_GRADING_DIR=str(scratch / "grading"),       # the formgrader's gradebook
                # the venv's bin/ first, as when it is activated: nbgrader runs `alembic` to create a gradebook
                PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    for var in ("COURSE_RELEASE_DIR", "COURSE_SANDBOX_RUNTIME", "COURSE_GRADER_KERNEL", "COURSE_PROFILE"):
+        env.pop(var, None)  # a grading fixture of this test process may have set them: not the learner's
     token, port = secrets.token_hex(16), _free_port()
     log = scratch / "server.log"
     # From the course root: nbgrader's server extensions read nbgrader_config.py from the working
