@@ -37,17 +37,23 @@ def _used_memory_bytes() -> int:
     return info["MemTotal"] - info["MemAvailable"]
 
 
-class PeakMemory:
-    """Samples the machine's used memory every 0.2 s in a background thread."""
+class Sampler:
+    """Calls `sample()` every `interval` seconds in a background thread while in a `with` block
+    (once at the start and once at the end too)."""
+
+    interval = 0.2
 
     def __init__(self):
-        self.baseline = self.peak = _used_memory_bytes()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
+    def sample(self) -> None:
+        raise NotImplementedError
+
     def _run(self):
-        while not self._stop.wait(0.2):
-            self.peak = max(self.peak, _used_memory_bytes())
+        self.sample()
+        while not self._stop.wait(self.interval):
+            self.sample()
 
     def __enter__(self):
         self._thread.start()
@@ -56,6 +62,18 @@ class PeakMemory:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
+        self.sample()
+
+
+class PeakMemory(Sampler):
+    """The machine's peak used memory during the block."""
+
+    def __init__(self):
+        super().__init__()
+        self.baseline = self.peak = _used_memory_bytes()
+
+    def sample(self):
+        self.peak = max(self.peak, _used_memory_bytes())
 
 
 def _tree_cpu_seconds(root: int) -> float:
@@ -83,32 +101,21 @@ def _tree_cpu_seconds(root: int) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-class CpuSampler:
-    """Samples the CPU time of this process's descendants every 20 ms: (wall time, CPU s) pairs."""
+class CpuSampler(Sampler):
+    """The CPU time of this process's descendants every 20 ms, as (wall time, CPU s) pairs."""
+
+    interval = 0.02
 
     def __init__(self):
+        super().__init__()
         self.samples: list[tuple[float, float]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self):
-        while True:
-            self.samples.append((time.time(), _tree_cpu_seconds(os.getpid())))
-            if self._stop.wait(0.02):
-                break
+    def sample(self):
+        self.samples.append((time.time(), _tree_cpu_seconds(os.getpid())))
 
     def at(self, when: float) -> float:
         earlier = [cpu for t, cpu in self.samples if t <= when]
         return earlier[-1] if earlier else 0.0
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.samples.append((time.time(), _tree_cpu_seconds(os.getpid())))
 
 
 def _log_times(log_text: str) -> dict[str, float]:

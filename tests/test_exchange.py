@@ -15,7 +15,6 @@ venv are bind-mounted back (and, for the instructor, the course). Students never
 folder: solutions/ and the hidden tests are not even mounted for them. Nothing on the host
 changes mode, and it all ends with the processes; the users are deleted at the end.
 """
-import contextlib
 import html
 import json
 import os
@@ -34,6 +33,7 @@ import nbformat
 import pytest
 
 from autograder import config
+from helpers import course_env
 
 pytestmark = pytest.mark.classroom
 
@@ -109,20 +109,6 @@ class Users:
             subprocess.run(["userdel", name], capture_output=True)
 
 
-@contextlib.contextmanager
-def _course_env(**values):
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update({k: str(v) for k, v in values.items()})
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def _hidden_test_lines(lab: str) -> list[str]:
     """The lines of the source notebook's hidden test blocks (long enough to be telling)."""
     nb = nbformat.read(ROOT / config.SOURCE_DIR / lab / f"{lab}.ipynb", as_version=4)
@@ -190,7 +176,7 @@ def test_the_exchange_between_real_users(classroom):
         users.nbgrader(student, "fetch_assignment", LAB)
     homes = {s: Path(pwd.getpwnam(s).pw_dir) for s in (alice, bob)}
     fetched = nbformat.read(homes[alice] / LAB / f"{LAB}.ipynb", as_version=4)
-    with _course_env(**c["course_env"]):
+    with course_env(**c["course_env"]):
         assert fetched.cells == grading.released_notebook(LAB).cells
         complete, buggy = samples.make_sample(LAB, "reference"), samples.make_sample(LAB, "buggy")
 
@@ -229,7 +215,7 @@ def test_the_exchange_between_real_users(classroom):
     assert _solutions_of(nbformat.read(collected / f"{LAB}.ipynb", as_version=4)) == _solutions_of(complete)
 
     # the course grades in its sandbox, then writes the feedback
-    with _course_env(**c["course_env"]):
+    with course_env(**c["course_env"]):
         assert grading.sandboxed()
         outcomes = grading.autograde([(alice, LAB), (bob, LAB)], workers=2)
         grading.feedback([LAB])

@@ -1,7 +1,5 @@
 """Lab 04 reference code on the CPU: quantized decode kernels, quantization, the KV cache, presses;
 the learner side (genfast.kvcache, the check helpers, the released notebook)."""
-import json
-import re
 
 import pytest
 import torch
@@ -395,14 +393,6 @@ def test_checks_pass_the_references_and_fail_a_wrong_score():
     with pytest.raises(LookupError, match="no expected output is shipped"):
         lab.check_decode(kc.decode_attention, 8, shapes=[(1, 1, 1, 3, 32)])
     lab.check_decode(kc.decode_attention, 8, shapes=[(1, 1, 1, 3, 32), (1, 4, 1, 40, 32, 0)], reference=kc)
-
-def test_released_notebook_names_neither_kernels_nor_the_grader():
-    from autograder import samples
-    released = json.loads(samples.notebook_path(samples.release_dir(), LAB).read_text())
-    for cell in released["cells"]:
-        source = "".join(cell["source"])
-        assert not re.search(r"\bkernels\b", source), source
-        assert "GRADER" not in source, source
 
 
 @pytest.mark.parametrize("bits", [8, 4])

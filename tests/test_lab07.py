@@ -479,7 +479,3 @@ def test_the_head_score_table_uses_the_functions_it_is_given(induction):
     assert torch.equal(prev[0], scores.prev_token_score(cache["blocks.0.attn.hook_pattern"]))
     ones = g_scores.head_scores(induction, x, 10, lambda p: torch.ones(p.shape[1]), lambda p, L, o: torch.zeros(p.shape[1]))
     assert ones[0].eq(1).all() and ones[1].eq(0).all()
-
-def test_released_notebook_names_neither_kernels_nor_the_grader():
-    for cell in grading.released_notebook(LAB).cells:
-        assert "kernels" not in cell.source and "GRADER" not in cell.source, cell.source

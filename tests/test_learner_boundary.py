@@ -60,9 +60,13 @@ def test_every_sample_follows_the_code_policy(student):
 
 
 def test_released_labs_name_neither_the_references_nor_the_grader():
+    """No cell of a released lab imports or names the instructor side; its code cells do not even
+    say `kernels` or `autograder` (the text may speak of a lab's kernels)."""
     import re
     from autograder import grading
     for lab in grading.all_labs():
         for cell in grading.released_notebook(lab).cells:
             assert not re.search(r"\b(from|import) kernels\b|\bkernels\.\w|GRADER", cell.source), \
                 f"labs/{lab}: {cell.source[:200]}"
+            if cell.cell_type == "code":
+                assert not re.search(r"\bkernels\b|autograder", cell.source), f"labs/{lab}: {cell.source[:200]}"

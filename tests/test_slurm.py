@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from autograder import config
+from helpers import course_env
 
 pytestmark = pytest.mark.classroom
 
@@ -133,20 +134,6 @@ def cluster():
         shutil.rmtree(folder, ignore_errors=True)
 
 
-@contextlib.contextmanager
-def _course_env(**values):
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update({k: str(v) for k, v in values.items()})
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def _cli(*args, env, timeout=600, check=True) -> subprocess.CompletedProcess:
     proc = subprocess.run([sys.executable, "-m", "autograder", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
@@ -179,7 +166,7 @@ def course(cluster):
     from autograder import grading
     scratch = Path(tempfile.mkdtemp(prefix="course-slurm-grading-"))
     slurm_dir, local_dir, release = scratch / "slurm", scratch / "local", scratch / "release"
-    with _course_env(COURSE_GRADING_DIR=slurm_dir, COURSE_RELEASE_DIR=release):
+    with course_env(COURSE_GRADING_DIR=slurm_dir, COURSE_RELEASE_DIR=release):
         grading.release(LABS)
         for lab in LABS:
             grading.submit_samples([lab], [s for s, lab_ in SUBMISSIONS if lab_ == lab])
@@ -265,7 +252,7 @@ def test_a_task_that_dies_is_retried_once_then_graded_as_failed(course):
     from autograder import samples
     env = course["env"]
     lab = "lab00_triton_warmup"
-    with _course_env(COURSE_GRADING_DIR=course["slurm"], COURSE_RELEASE_DIR=env["COURSE_RELEASE_DIR"]):
+    with course_env(COURSE_GRADING_DIR=course["slurm"], COURSE_RELEASE_DIR=env["COURSE_RELEASE_DIR"]):
         from autograder import grading
         grading.submit("dies", lab, samples.make_sample(lab, "untouched"))
     before = gradebook_rows(course["slurm"])

@@ -1,0 +1,19 @@
+"""Small helpers shared by test modules (importable as `helpers`: pytest puts tests/ on sys.path)."""
+import contextlib
+import os
+
+
+@contextlib.contextmanager
+def course_env(**values):
+    """Set environment variables (COURSE_GRADING_DIR, ...) for a block, then restore them; for
+    module-scoped fixtures, where pytest's function-scoped monkeypatch cannot be used."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update({k: str(v) for k, v in values.items()})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
