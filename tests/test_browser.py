@@ -4,8 +4,8 @@ The module starts one JupyterLab server on localhost (the course's kernel, nbgra
 extensions, settings in a scratch folder) and drives Debian's Chromium through Playwright:
 
 - a released lab: Run All stops at the first check with the course's readable message; a first
-  try pasted into the exercise cell fails naming the case, the errors and the hint; the
-  solution pasted in passes;
+  try pasted into the exercise cell (the browser's clipboard, Ctrl+A Ctrl+V) fails naming the
+  case, the errors and the hint; the solution pasted in passes;
 - every module's demo notebook in course/ runs, and moving one of its widgets changes the output;
 - nbgrader's formgrader page lists the course's labs.
 
@@ -211,6 +211,7 @@ def lab_page(server, browser):
     test opens its notebook in it (File > Open from Path) as a learner would."""
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     context.set_default_timeout(STEP_MS)
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=server.url)
     page = context.new_page()
     page.goto(f"{server.url}/lab?token={server.token}", timeout=120_000)
     page.wait_for_selector("#jp-main-statusbar", timeout=120_000)
@@ -282,10 +283,15 @@ class Notebook:
                 if attempt == 2:
                     shot(self.page, "run-all-did-not-start")
                     raise AssertionError(f"{self.path}: Run All Cells did not start")
-        self.page.wait_for_function(
-            f"() => ![...document.querySelectorAll('{PANEL} .jp-InputArea-prompt')]"
-            f".some(p => p.textContent.includes('*'))", timeout=RUN_ALL_MS, polling=250)
-        kernel_idle(self.page)
+        try:
+            self.page.wait_for_function(
+                f"() => ![...document.querySelectorAll('{PANEL} .jp-InputArea-prompt')]"
+                f".some(p => p.textContent.includes('*'))", timeout=RUN_ALL_MS, polling=250)
+            kernel_idle(self.page)
+        except Exception:
+            shot(self.page, "run-all-still-running")
+            raise AssertionError(f"{self.path}: still running after {RUN_ALL_MS // 1000} s "
+                                 f"(prompts: {' '.join(self.prompts())})") from None
 
     def errors(self) -> list[tuple[int, str]]:
         """(code cell index, text) of every error shown, in notebook order."""
@@ -301,15 +307,16 @@ class Notebook:
         editor = cell.locator(".cm-content")
         editor.click()
         self.page.keyboard.press("Control+A")
-        # a paste event carrying the text: CodeMirror inserts it as one edit, with no auto-indent
-        # or bracket closing (typing it key by key would get both)
-        editor.evaluate("""(el, text) => {
-            const data = new DataTransfer();
-            data.setData('text/plain', text);
-            el.dispatchEvent(new ClipboardEvent('paste', {clipboardData: data, bubbles: true, cancelable: true}));
-        }""", code)
-        shown = editor.evaluate("el => [...el.querySelectorAll('.cm-line')].map(l => l.textContent).join('\\n')")
-        assert shown.strip() == code.strip(), f"the pasted cell reads:\n{shown}"
+        # the browser's own clipboard (the test's context may write it) and the learner's keys: a
+        # paste is one edit, with none of the auto-indent or bracket closing that typing would get
+        self.page.evaluate("text => navigator.clipboard.writeText(text)", code)
+        self.page.keyboard.press("Control+V")
+        lines = "el => [...el.querySelectorAll('.cm-line')].map(l => l.textContent).join('\\n').trim()"
+        try:
+            self.page.wait_for_function(f"([el, code]) => ({lines})(el) === code",
+                                        arg=[editor.element_handle(), code.strip()], timeout=STEP_MS)
+        except Exception:
+            raise AssertionError(f"the pasted cell reads:\n{editor.evaluate(lines)}") from None
         self.page.keyboard.press("Escape")  # back to command mode, as after typing
 
 
@@ -457,6 +464,8 @@ def test_demo_runs_and_widgets_respond(open_notebook, module):
     settle(first.locator(".widget-output").first)
     shot(nb.page, f"{module}-ran", first)
     assert not errors, f"{module}: the demo shows errors:\n" + "\n".join(t for _, t in errors)
+    not_run = [p for p in nb.prompts() if not re.fullmatch(r"\[\d+\]:", p.strip())]
+    assert not not_run, f"{module}: Run All left cells unrun: {nb.prompts()}"
 
     for description, (action, value), expected in WIDGET_MOVES.get(module, DEFAULT_MOVE):
         control, output = _control(nb, description)
