@@ -55,8 +55,10 @@ FAST_TESTS := test_checks test_setup test_bench_defences test_compile_feedback t
 test-fast: setup      ## the fast tier: no grading, under 2 minutes
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(FAST_TESTS:%=tests/%.py)
 
-lab: setup            ## open the labs in JupyterLab
-	$(BIN)/jupyter lab labs/
+# From the course root with the venv's bin/ on PATH: nbgrader's formgrader reads nbgrader_config.py
+# there and runs `alembic` for a new gradebook; the page opens on labs/.
+lab: setup            ## open the labs in JupyterLab (the formgrader too)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/jupyter lab --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/labs
 
 release: setup        ## regenerate labs/ from solutions/
 	$(BIN)/python -m autograder release
