@@ -67,6 +67,23 @@ def test_hanging_part_is_cut_and_the_rest_graded(graded_course, scores):
         assert "CellTimeoutError" in html
 
 
+def test_sample_grades_are_the_readmes(graded_course, scores):
+    """The README's "Sample grades on the CPU" table is what the samples get, cell for cell: a
+    change to a lab, a sample or a limit that moves a grade must update the table on purpose."""
+    if runtime.on_gpu():
+        pytest.skip("GPU present: the table is the CPU's")
+    from autograder.config import ROOT
+    readme = (ROOT / "README.md").read_text()
+    rows = {m.group(1): m.group(2) for m in re.finditer(r"^\| (lab\d\d_\w+) \|((?: [\d.]+ / [\d.]+ \|){4})$", readme, re.M)}
+    assert set(rows) == set(graded_course["labs"]), "one README row per lab"
+    for lab, cells in rows.items():
+        table = re.findall(r"([\d.]+) / ([\d.]+)", cells)
+        for student, (got, out_of) in zip(("reference", "untouched", "buggy", "hangs"), table):
+            s = scores[(student, lab)]
+            assert (float(got), float(out_of)) == (s.correctness, s.correctness_max), \
+                f"{lab}/{student}: README says {got} / {out_of}, graded {s.correctness:g} / {s.correctness_max:g}"
+
+
 def test_speed_points_only_on_a_gpu(graded_course, scores):
     if runtime.on_gpu():
         pytest.skip("GPU present: speed is graded")
