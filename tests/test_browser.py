@@ -128,7 +128,9 @@ def server(tmp_path_factory):
     # folder, and the formgrader needs the course root inside the server's root.
     cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
            f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
-           f"--ServerApp.root_dir={ROOT}", "--ServerApp.allow_root=True"]
+           f"--ServerApp.root_dir={ROOT}", "--ServerApp.allow_root=True",
+           # checkpoints in the scratch folder: opening labs/ must leave the course's tree as it was
+           f"--FileCheckpoints.checkpoint_dir={scratch / 'checkpoints'}"]
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     srv = Server(f"http://127.0.0.1:{port}", token, proc, log)

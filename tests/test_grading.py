@@ -30,7 +30,9 @@ def test_released_labs_match_what_nbgrader_generates(graded_course):
         fresh = nbformat.read(graded_course["release"] / lab / f"{lab}.ipynb", as_version=4)
         committed = nbformat.read(ROOT / "labs" / lab / f"{lab}.ipynb", as_version=4)
         assert fresh == committed, f"labs/{lab} is stale: run `make release` and commit labs/"
-        extra = filecmp.dircmp(graded_course["release"] / lab, ROOT / "labs" / lab)
+        # JupyterLab's checkpoints (git-ignored) appear wherever someone opened a lab: not the release's
+        extra = filecmp.dircmp(graded_course["release"] / lab, ROOT / "labs" / lab,
+                               ignore=filecmp.DEFAULT_IGNORES + [".ipynb_checkpoints"])
         assert not extra.left_only and not extra.right_only, f"labs/{lab}: files differ {extra.left_only} {extra.right_only}"
 
 
