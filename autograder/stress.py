@@ -25,7 +25,7 @@ import time
 
 import nbformat
 
-from . import config, gradebook, grading, samples
+from . import config, gradebook, grading, nbrunner, samples
 
 
 def _used_memory_bytes() -> int:
@@ -149,7 +149,7 @@ def _cell_times(notebook) -> tuple[float, float]:
 def profile_one(lab: str, student: str = "reference") -> dict:
     """Grade one submission alone and split its wall and CPU time into stages."""
     grading.submit(student, lab, samples.make_sample(lab, student))
-    grading.nbrunner.run(["--version"], env=dict(os.environ), cwd=config.ROOT)  # a warm fork server, as in a batch
+    nbrunner.run(["--version"], env=dict(os.environ), cwd=config.ROOT)  # a warm fork server, as in a batch
     os.environ["COURSE_PROFILE"] = "1"
     try:
         with CpuSampler() as cpu:

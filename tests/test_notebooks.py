@@ -69,3 +69,18 @@ def test_a_visible_check_the_hidden_block_does_not_rerun_is_kept():
     assert lines[0].startswith("# lab.check_a(f)")          # re-run below: skipped, with why
     assert lines[1] == "x = lab.check_b(f)"                 # assigns x, which the hidden block does not
     assert lines[2] == "print('kept')" and lines[3:] == source.split("\n")[3:]
+
+
+def test_the_autograde_steps_are_nbgraders_own_after_the_skip():
+    """autograder/config.py spells out nbgrader's autograde preprocessors to put SkipVisibleChecks
+    first; an nbgrader whose own list changed must not be silently overridden."""
+    from nbgrader.converters.autograde import Autograde
+    from traitlets.config import Config
+
+    from autograder import config
+    c = Config()
+    config.apply(c)
+    ours = list(c.Autograde.autograde_preprocessors)
+    nbgraders = Autograde.class_traits()["autograde_preprocessors"].make_dynamic_default()
+    assert ours[0] == "autograder.visible_checks.SkipVisibleChecks"
+    assert ours[1:] == [f"{p.__module__.rsplit('.', 1)[0]}.{p.__name__}" for p in nbgraders]
