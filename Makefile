@@ -28,9 +28,9 @@ lock: setup           ## write genfast/environment.lock from this environment (a
 grade: setup          ## release labs/, autograde the sample submissions, feedback, CSV, gradebook
 	$(BIN)/python -m autograder grade
 
-# Debian packages that the classroom tests start for real (tests/test_browser.py, test_exchange.py,
+# Debian packages that the classroom tests start for real (tests/test_browser.py, test_hub.py, test_exchange.py,
 # test_slurm.py): installed when missing if we are root (CI is), else listed with the command to run.
-SYSTEM_PACKAGES := chromium slurm-wlm munge
+SYSTEM_PACKAGES := chromium slurm-wlm munge node-configurable-http-proxy
 system-deps:
 	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

@@ -7,24 +7,12 @@ writes feedback, the instructor releases it and the students fetch it. Then what
 promises: a student cannot read another's submission, the late resubmission replaced the first
 one and was graded once, and the feedback a student fetches keeps the hidden tests hidden.
 
-How the users reach Python. The course's Python (and, in CI, the clone) may live under /root,
-mode 700. Rather than opening /root to everyone, each user's command runs in a mount namespace
-of its own (`unshare --mount`, then `setpriv` to the user) where the folders that others cannot
-traverse are replaced by empty tmpfs mounts into which exactly the Python installation and the
-venv are bind-mounted back (and, for the instructor, the course). Students never see the course
-folder: solutions/ and the hidden tests are not even mounted for them. Nothing on the host
-changes mode, and it all ends with the processes; the users are deleted at the end.
+The users, and how they reach Python without the course folder: tests/classroom.py.
 """
 import html
 import json
-import os
 import pwd
 import re
-import secrets
-import shutil
-import subprocess
-import sys
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,80 +21,13 @@ import nbformat
 import pytest
 
 from autograder import config
+from classroom import Users, classroom as make_classroom
 from helpers import course_env
 
 pytestmark = pytest.mark.classroom
 
 ROOT = config.ROOT
 LAB = "lab00_triton_warmup"  # the cheapest lab to grade
-COMMAND_TIMEOUT = 300
-
-AS_USER = r"""
-set -eu
-mount --make-rprivate /
-i=0
-for p in $SHOW; do i=$((i+1)); mkdir -p "$STASH/$i"; mount --bind "$p" "$STASH/$i"; done
-for h in $HIDE; do mount -t tmpfs -o mode=755,size=1m tmpfs "$h"; done
-i=0
-for p in $SHOW; do i=$((i+1)); mkdir -p "$p"; mount --bind "$STASH/$i" "$p"; done
-exec setpriv --reuid="$AS_UID" --regid="$AS_GID" --init-groups -- "$@"
-"""
-
-
-def _closed_ancestors(path: Path) -> list[Path]:
-    """The ancestors of `path` that other users cannot traverse (no o+x)."""
-    return [p for p in reversed(path.parents) if not os.stat(p).st_mode & 0o001]
-
-
-class Users:
-    def __init__(self, base: Path):
-        self.base = base
-        self.made: list[str] = []
-        self.python = Path(sys.prefix).resolve()
-        self.base_python = Path(sys.base_prefix).resolve()
-
-    def add(self, role: str) -> str:
-        name = f"{role}-{secrets.token_hex(3)}"
-        home = self.base / "home" / name
-        subprocess.run(["useradd", "--no-create-home", "--home-dir", str(home), "--shell", "/bin/sh",
-                        "--user-group", name], check=True, capture_output=True)
-        self.made.append(name)
-        home.mkdir(parents=True)
-        shutil.chown(home, name, name)
-        home.chmod(0o700)  # a home of one's own, as on a shared server
-        return name
-
-    def run(self, user: str, *argv: str, cwd: Path | None = None, env: dict | None = None,
-            sees_course: bool = False, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
-        """Run `argv` as `user` in a mount namespace that shows the Python environment (and the
-        course, for the instructor) through whatever folders the user could not traverse."""
-        entry = pwd.getpwnam(user)
-        show = [self.base_python, self.python] + ([ROOT] if sees_course else [])
-        hide = sorted({a for p in show for a in _closed_ancestors(p)[:1]})
-        if not sees_course and not any(ROOT.is_relative_to(h) for h in hide):
-            hide.append(ROOT)  # students: the course folder is not there at all
-        stash = Path(tempfile.mkdtemp(prefix="stash-", dir=self.base))
-        stash.chmod(0o700)
-        full_env = dict(PATH=f"{self.python}/bin:/usr/bin:/bin", HOME=entry.pw_dir, USER=user, LOGNAME=user,
-                        LANG="C.UTF-8", PYTHONDONTWRITEBYTECODE="1", JUPYTER_CONFIG_PATH=str(self.base / "etc-jupyter"),
-                        SHOW=" ".join(map(str, show)), HIDE=" ".join(map(str, hide)), STASH=str(stash),
-                        AS_UID=str(entry.pw_uid), AS_GID=str(entry.pw_gid), **(env or {}))
-        try:
-            proc = subprocess.run(["unshare", "--mount", "sh", "-c", AS_USER, "as-user", *argv],
-                                  cwd=cwd or entry.pw_dir, env=full_env, input=input, capture_output=True,
-                                  text=True, timeout=COMMAND_TIMEOUT)
-        finally:
-            shutil.rmtree(stash, ignore_errors=True)
-        if check:
-            assert proc.returncode == 0, f"as {user}: {' '.join(argv)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
-        return proc
-
-    def nbgrader(self, user: str, *args: str, **kw) -> subprocess.CompletedProcess:
-        return self.run(user, str(self.python / "bin" / "python"), "-m", "nbgrader", *args, **kw)
-
-    def remove(self) -> None:
-        for name in self.made:
-            subprocess.run(["userdel", name], capture_output=True)
 
 
 def _hidden_test_lines(lab: str) -> list[str]:
@@ -121,31 +42,8 @@ def _hidden_test_lines(lab: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def classroom():
-    """Users, folders and the exchange; everything the flow made is removed at the end."""
-    if os.geteuid() != 0 or not all(shutil.which(t) for t in ("useradd", "userdel", "unshare", "setpriv")):
-        pytest.skip("making Unix users needs root and shadow/util-linux tools")
-    base = Path(tempfile.mkdtemp(prefix="course-exchange-"))
-    base.chmod(0o755)
-    users = Users(base)
-    try:
-        instructor, alice, bob = users.add("ta"), users.add("alice"), users.add("bob")
-        exchange = base / "exchange"
-        exchange.mkdir()
-        exchange.chmod(0o777)  # as nbgrader's docs set it up: everyone may create the course folder's entries
-        # the system-wide settings a hub would put in /etc/jupyter/nbgrader_config.py
-        (base / "etc-jupyter").mkdir()
-        (base / "etc-jupyter" / "nbgrader_config.py").write_text(
-            f"c = get_config()\nc.CourseDirectory.course_id = {config.COURSE_ID!r}\nc.Exchange.root = {str(exchange)!r}\n")
-        grading_dir, release = base / "grading", base / "release"
-        for folder in (grading_dir, release):
-            folder.mkdir()
-            shutil.chown(folder, instructor, instructor)
-        yield dict(base=base, users=users, instructor=instructor, alice=alice, bob=bob, exchange=exchange,
-                   grading=grading_dir, release=release,
-                   course_env=dict(COURSE_GRADING_DIR=str(grading_dir), COURSE_RELEASE_DIR=str(release)))
-    finally:
-        users.remove()
-        shutil.rmtree(base, ignore_errors=True)
+    with make_classroom("course-exchange-") as made:
+        yield made
 
 
 def _write_as(users: Users, user: str, path: Path, notebook) -> None:
