@@ -57,7 +57,8 @@ def cmd_grade(labs: list[str], students: list[str] | None = None) -> None:
     pairs = grading.submit_samples(labs, students)
     graded_at = time.time()
     _report(grading.autograde(pairs, workers=2))
-    seconds = time.time() - graded_at
+    feedback_at = time.time()
+    seconds = feedback_at - graded_at
     print(f"autograded {len(pairs)} submissions in {seconds:.0f} s with 2 workers "
           f"({seconds / max(1, len(pairs)):.1f} s of wall time per submission)")
     grading.feedback(labs)
@@ -65,7 +66,8 @@ def cmd_grade(labs: list[str], students: list[str] | None = None) -> None:
     print("\n" + gradebook.table() + "\n")
     print(f"feedback: {config.grading_dir() / 'feedback'}/<student>/<lab>/<lab>.html")
     print(f"grades:   {csv}")
-    print(f"done in {time.time() - start:.0f} s")
+    print(f"done in {time.time() - start:.0f} s (release and samples {graded_at - start:.0f} s, grading "
+          f"{seconds:.0f} s, feedback, CSV and table {time.time() - feedback_at:.0f} s)")
 
 
 def main(argv=None) -> None:

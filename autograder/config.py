@@ -69,9 +69,11 @@ def apply(c) -> None:
         c.Application.log_format = "%(asctime)s.%(msecs)03d [%(name)s | %(levelname)s] %(message)s"
         c.Application.log_datefmt = "%Y-%m-%d %H:%M:%S"
     c.Autograde.create_student = True
-    # nbgrader's own list, with the visible checks that the hidden blocks re-run skipped first
+    # nbgrader's own list, after the course's two skips: the visible checks that the hidden blocks
+    # re-run, and the instructor's demo cells that nothing later needs
     c.Autograde.autograde_preprocessors = [
-        "autograder.visible_checks.SkipVisibleChecks", "nbgrader.preprocessors.Execute",
+        "autograder.visible_checks.SkipVisibleChecks", "autograder.demo_cells.SkipDemoCells",
+        "nbgrader.preprocessors.Execute",
         "nbgrader.preprocessors.IgnorePattern", "nbconvert.preprocessors.ClearMetadataPreprocessor",
         "nbgrader.preprocessors.LimitOutput", "nbgrader.preprocessors.SaveAutoGrades",
         "nbgrader.preprocessors.AssignLatePenalties", "nbgrader.preprocessors.CheckCellMetadata"]

@@ -263,10 +263,13 @@ def autograde(pairs: list[tuple[str, str]], workers: int = 1, resume: bool = Fal
     return done
 
 
-def feedback(labs: list[str]) -> None:
-    for lab in labs:
-        nbgrader("generate_feedback", lab, "--force",
-                 log=config.grading_dir() / "logs" / f"feedback-{lab}.log")
+def feedback(labs: list[str], workers: int = 2) -> None:
+    """Feedback pages for every graded submission of `labs`, `workers` labs at a time (each lab's
+    pages go to their own folders, and nbgrader only reads the gradebook here)."""
+    def one(lab: str) -> None:
+        nbgrader("generate_feedback", lab, "--force", log=config.grading_dir() / "logs" / f"feedback-{lab}.log")
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        list(pool.map(one, labs))
 
 
 def export(csv_path: Path) -> Path:

@@ -78,7 +78,7 @@ def make_sample(lab: str, student: str):
 def cell_limit(lab: str, student: str) -> dict | None:
     """The sample's own short per-cell limit, if its section sets one:
 
-        cell_timeout_s = 5            # seconds, instead of the course's 60 (config.CELL_TIMEOUT_S)
+        cell_timeout_s = 3            # seconds, instead of the course's 60 (config.CELL_TIMEOUT_S)
         hangs_in = ["rank_one_edit"]  # the names whose cells get it: the function that never returns
 
     A `hangs` sample only shows that the limit cuts an endless cell while the rest is graded, so

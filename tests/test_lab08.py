@@ -251,7 +251,7 @@ def test_reference_solution_passes_the_code_policy():
 
 def test_samples_apply_to_the_solution():
     from autograder import samples
-    assert samples.cell_limit(LAB, "hangs") == {"seconds": 5, "names": ["serve"]}
+    assert samples.cell_limit(LAB, "hangs") == {"seconds": 3, "names": ["serve"]}
     for student in ("buggy", "hangs"):
         samples.make_sample(LAB, student)
 

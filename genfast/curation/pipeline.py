@@ -84,7 +84,7 @@ class Steps:
 
 
 # -- running a step that was passed in ------------------------------------------------------
-STEP_TIME_LIMIT_S = 20.0
+STEP_TIME_LIMIT_S = 10.0
 
 
 class StepTimeout(Exception):
