@@ -245,7 +245,9 @@ def grade_private(private: Path) -> None:
         print(f"{student}/{lab}: {'ok' if outcome.ok else 'FAILED'} in {outcome.seconds:.1f} s "
               f"{outcome.message}", flush=True)
         outcomes.append(asdict(outcome))
-    _write(private / "result.json", dict(outcomes=outcomes, node=socket.gethostname(),
+    # with --gres gpu:1 Slurm hands the task its own GPU and says which (CUDA_VISIBLE_DEVICES)
+    gpus = os.environ.get("SLURM_JOB_GPUS") or os.environ.get("CUDA_VISIBLE_DEVICES")
+    _write(private / "result.json", dict(outcomes=outcomes, node=socket.gethostname(), gpus=gpus,
                                          seconds=time.time() - start))
 
 

@@ -21,6 +21,6 @@ def test_each_lab_has_its_course_module():
 def test_demo_runs_headless(module, tmp_path):
     assert (module / "notes.md").exists()
     nb = nbformat.read(module / "demo.ipynb", as_version=4)
-    NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(module)}}).execute()
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(module)}}).execute()
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors, [f"{e.ename}: {e.evalue}" for e in errors]

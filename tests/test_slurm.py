@@ -71,12 +71,17 @@ SchedulerType=sched/backfill
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
 MpiDefault=none
+GresTypes=gpu
 ReturnToService=2
 KillWait=5
 MinJobAge=600
-NodeName={host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory=1000 State=UNKNOWN
+NodeName={host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory=1000 Gres=gpu:1 State=UNKNOWN
 PartitionName=grading Nodes={host} Default=YES MaxTime=INFINITE State=UP
 """
+# One "GPU" for the node: Slurm counts and hands out a generic resource by its device file, so
+# /dev/null stands in for /dev/nvidia0. `--gres gpu:1` then goes through Slurm for real: a task
+# waits for the GPU, gets it alone, and is told which (CUDA_VISIBLE_DEVICES); only the device is fake.
+GRES_CONF = "AutoDetect=off\nName=gpu File=/dev/null\n"
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +101,7 @@ def cluster():
     key.chmod(0o400)
     host = socket.gethostname().split(".")[0]
     conf = folder / "slurm.conf"
+    (folder / "gres.conf").write_text(GRES_CONF)  # read from slurm.conf's folder
     conf.write_text(SLURM_CONF.format(host=host, dir=folder, cpus=os.cpu_count() or 1,
                                       ctld_port=_free_port(), slurmd_port=_free_port()))
     env = dict(os.environ, SLURM_CONF=str(conf))
@@ -203,7 +209,7 @@ def test_interrupted_array_resumes_and_the_gradebook_equals_a_local_grading(cour
     env = course["env"]
     # an array of two tasks, one at a time, interrupted once the first has its result
     start = time.monotonic()
-    _cli("autograde", *LABS, "--slurm", "--array-parallel", "1", "--no-wait", env=env)
+    _cli("autograde", *LABS, "--slurm", "--gres", "gpu:1", "--array-parallel", "1", "--no-wait", env=env)
     first = _runs(course["slurm"])[-1]
     _wait_for("the first array task's result", lambda: (first / "tasks" / "00000" / "result.json").exists(), 300)
     print(f"\nfirst task done at {time.monotonic() - start:.0f} s")
@@ -215,13 +221,17 @@ def test_interrupted_array_resumes_and_the_gradebook_equals_a_local_grading(cour
     assert "not in the queue" in _cli("status", env=env).stdout
 
     # resume: the first task's result is merged, only the other one is graded again
-    _cli("autograde", *LABS, "--slurm", "--resume", "--array-parallel", "2", env=env)
+    _cli("autograde", *LABS, "--slurm", "--gres", "gpu:1", "--resume", "--array-parallel", "2", env=env)
     seconds = time.monotonic() - start
     second = _runs(course["slurm"])[-1]
     assert second != first
     planned = [tuple(p) for chunk in _read_json(second / "plan.json")["tasks"] for p in chunk]
     assert planned == [tuple(p) for p in _read_json(first / "plan.json")["tasks"][1]]
     assert _read_json(first / "state.json")["merged"] == [0]
+    # each task asked for a GPU and Slurm gave it the node's one
+    assert "--gres=gpu:1" in _read_json(second / "plan.json")["options"]
+    for run in (first, second):
+        assert _read_json(run / "tasks" / "00000" / "result.json")["gpus"] == "0", run
     status = _cli("status", env=env).stdout
     assert f"{first.name}: 1/2 tasks graded, 1 merged" in status and "interrupted" in status, status
     assert f"{second.name}: 1/1 tasks graded, 1 merged, 0 retried, 0 failed [done]" in status, status
