@@ -1,6 +1,7 @@
 """Small helpers shared by test modules (importable as `helpers`: pytest puts tests/ on sys.path)."""
 import contextlib
 import os
+import socket
 
 
 @contextlib.contextmanager
@@ -17,3 +18,10 @@ def course_env(**values):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def free_port() -> int:
+    """A TCP port on localhost that nothing listens on now (for a server a test starts)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

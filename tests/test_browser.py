@@ -21,7 +21,6 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -32,6 +31,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
+
+from helpers import free_port
 
 pytestmark = pytest.mark.classroom
 
@@ -86,12 +87,6 @@ class Server:
         return self.log.read_text(errors="replace")[-n:]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _write_settings(folder: Path):
     """JupyterLab user settings for the test: no autosave (the notebooks are the repository's own),
     every cell in the page (no windowing, so the DOM holds the whole notebook), no news popup."""
@@ -122,7 +117,7 @@ def server(tmp_path_factory):
                PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
     for var in ("COURSE_RELEASE_DIR", "COURSE_SANDBOX_RUNTIME", "COURSE_GRADER_KERNEL", "COURSE_PROFILE"):
         env.pop(var, None)  # a grading fixture of this test process may have set them: not the learner's
-    token, port = secrets.token_hex(16), _free_port()
+    token, port = secrets.token_hex(16), free_port()
     log = scratch / "server.log"
     # From the course root: nbgrader's server extensions read nbgrader_config.py from the working
     # folder, and the formgrader needs the course root inside the server's root.

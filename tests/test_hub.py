@@ -8,12 +8,12 @@ settings) but no formgrader, neither in the server nor in JupyterLab; through th
 calls the student fetches the released lab and submits it into the exchange; another student
 cannot open that student's server; the instructor's server has the formgrader.
 """
+import contextlib
 import json
 import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -24,6 +24,7 @@ import requests
 
 from autograder import config
 from classroom import HUB_SETTINGS, classroom as make_classroom
+from helpers import free_port
 
 pytestmark = pytest.mark.classroom
 
@@ -31,12 +32,6 @@ ROOT = config.ROOT
 LAB = "lab00_triton_warmup"
 PROXY = "configurable-http-proxy"
 DEBIAN_NODE_MODULES = "/usr/share/nodejs"  # Debian's proxy finds its modules there with any node
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +55,7 @@ def hub(classroom):
     folder = c["base"] / "hub"
     folder.mkdir()
     folder.chmod(0o700)
-    port, hub_port, api_port = _free_port(), _free_port(), _free_port()
+    port, hub_port, api_port = free_port(), free_port(), free_port()
     (folder / "jupyterhub_config.py").write_text(f"""\
 c = get_config()
 load_subconfig({str(HUB_SETTINGS / "jupyterhub_config.py")!r})
@@ -88,15 +83,9 @@ c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{api_port}"
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 pass
-        with_pgid_kill(proc.pid)
+        with contextlib.suppress(ProcessLookupError):  # whatever of its session is left
+            os.killpg(proc.pid, signal.SIGKILL)
         log.close()
-
-
-def with_pgid_kill(pgid: int) -> None:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def _wait(ready, proc, folder: Path, what: str, timeout: float = 120) -> None:

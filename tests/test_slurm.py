@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from autograder import config
-from helpers import course_env
+from helpers import course_env, free_port
 
 pytestmark = pytest.mark.classroom
 
@@ -29,12 +29,6 @@ ROOT = config.ROOT
 # other (two notebooks keep the file within its time budget on two cores)
 SUBMISSIONS = [("reference", "lab00_triton_warmup"), ("buggy", "lab04_kv_cache")]
 LABS = sorted({lab for _, lab in SUBMISSIONS})
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_for(what: str, condition, timeout: float, interval: float = 0.5):
@@ -103,7 +97,7 @@ def cluster():
     conf = folder / "slurm.conf"
     (folder / "gres.conf").write_text(GRES_CONF)  # read from slurm.conf's folder
     conf.write_text(SLURM_CONF.format(host=host, dir=folder, cpus=os.cpu_count() or 1,
-                                      ctld_port=_free_port(), slurmd_port=_free_port()))
+                                      ctld_port=free_port(), slurmd_port=free_port()))
     env = dict(os.environ, SLURM_CONF=str(conf))
     logs, daemons = open(folder / "daemons.out", "w"), []
     try:
