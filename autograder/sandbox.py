@@ -64,7 +64,9 @@ REFERENCES_DIR = "kernels"      # hidden from the notebook; reached by autograde
 RUNTIME_ROOT = Path("/run/course-sandbox")  # connection files and IPC sockets of sandboxed kernels
 MAX_PIDS = 512                  # processes + threads per submission
 MAX_FILE_BYTES = 256 * 2**20    # largest file a submission may write
-MAX_ADDRESS_SPACE = 6 * 2**30  # CPU only: CUDA maps far more virtual memory than it uses
+MAX_ADDRESS_SPACE = 3 * 2**30  # CPU only: CUDA maps far more virtual memory than it uses
+THREAD_STACK_BYTES = 2 * 2**20  # Python threads' stacks (glibc's default, 8 MB, counts against the
+                                # address space: numba's CUDA simulator runs one thread per CUDA thread)
 TMP_SIZE = "2g"                 # the private /tmp (counts against memory)
 
 # Runs inside the new namespaces as root, then drops every capability and execs the kernel.
@@ -342,6 +344,7 @@ def main(argv: list[str]) -> None:
     connection_file = runtime / "connection.json"
     shutil.copy(argv[0], connection_file)
     kernel = [sys.executable, "-m", "ipykernel_launcher", "-f", str(connection_file),
+              f"--IPKernelApp.exec_lines=import threading; threading.stack_size({THREAD_STACK_BYTES}); del threading",
               f"--IPKernelApp.exec_lines={grader.STARTUP}"]
     # a handle on the reference kernels, opened before the sandbox hides their folder: the
     # grader's startup line imports them through it, then closes it, before any learner code
