@@ -167,13 +167,16 @@ def test_kernel_tree_dies_with_the_process_that_started_it(runtime, tmp_path):
     script = tmp_path / "parent.py"
     script.write_text(PARENT.format(root=str(config.ROOT), runtime=str(runtime), cwd=str(tmp_path),
                                     timeout=START_TIMEOUT_S, code=STUBBORN))
-    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    errors = tmp_path / "parent.stderr"  # a file, not a pipe: the kernel's log must never block it
+    with errors.open("w") as err:
+        parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=err, text=True)
     try:
         deadline, line = time.monotonic() + START_TIMEOUT_S + 30, ""
         while not line.startswith("ready"):  # the kernel's own output comes first
             ready, _, _ = select.select([parent.stdout], [], [], max(0.0, deadline - time.monotonic()))
             line = parent.stdout.readline() if ready else ""
-            assert line, "the parent did not start its kernel"
+            assert line, (f"the parent did not start its kernel (exit status {parent.poll()}); "
+                          f"its stderr ends:\n{errors.read_text()[-3000:]}")
         assert line.split() == ["ready", "ok"], line
         assert len(sandbox.leftover_processes(runtime)) >= 4
         parent.kill()  # as a wall-clock timeout kills nbgrader: no shutdown, no cleanup
