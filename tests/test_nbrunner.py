@@ -49,3 +49,9 @@ def test_a_timeout_kills_the_command_and_the_server_goes_on(tmp_path):
     leftover = subprocess.run(["pgrep", "-f", "time.sleep(600)"], capture_output=True, text=True).stdout
     assert not leftover.strip()
     assert nbrunner.run(["--version"], env=dict(os.environ), cwd=config.ROOT).returncode == 0
+
+
+def test_the_servers_warm_up_renders_a_feedback_page():
+    # the server only warns when its warm-up fails (grading is then slower, not wrong): this is
+    # where a change in nbgrader's feedback template or nbconvert shows up
+    nbrunner._warm_up()
