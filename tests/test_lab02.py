@@ -157,12 +157,14 @@ def test_visible_checks_pass_the_references_against_the_fixtures():
 
 
 def test_fixture_and_reference_paths_check_the_same_outputs():
-    """Each visible case's shipped output equals the reference's on the same inputs."""
+    """Each visible case's shipped output equals the reference's on the same inputs (up to the last
+    bits: torch's CPU attention takes other paths on other processors, AVX-512 or AMX)."""
     for B, H, N, d, causal in lab.FLASH_SHAPES:
         inputs = lab.attention_inputs(B, H, N, d, causal)
         shipped = lab._shipped(lab.attention_key(lab.attention_name(B, H, N, d, causal)))
         o, lse = attention.torch_attention(**inputs)
-        assert torch.equal(shipped["o"], o) and torch.equal(shipped["lse"], lse)
+        torch.testing.assert_close(shipped["o"], o)
+        torch.testing.assert_close(shipped["lse"], lse)
 
 
 def test_visible_checks_name_the_failing_case_and_give_the_hint():
