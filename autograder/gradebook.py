@@ -29,11 +29,26 @@ class LabScore:
         return self.correctness + self.speed
 
 
+def _db_url() -> str:
+    return f"sqlite:///{config.grading_dir() / 'gradebook.db'}"
+
+
+def add_students(students) -> None:
+    """Put these students in the gradebook, before a batch grades them: two nbgrader autogrades
+    of a new student at once (two of their labs, on two workers) would each insert the student,
+    and the second would fail on the gradebook's unique key and be graded as the unfilled lab.
+    (Releasing a lab makes the gradebook; without one there is no lab to grade yet.)"""
+    if not (config.grading_dir() / "gradebook.db").exists():
+        return
+    with Gradebook(_db_url(), config.COURSE_ID) as gb:
+        for student in sorted(set(students)):
+            gb.update_or_create_student(student)
+
+
 def scores() -> dict[tuple[str, str], LabScore]:
     """{(student, lab): LabScore} for every student and lab in the gradebook."""
     result = {}
-    db_url = f"sqlite:///{config.grading_dir() / 'gradebook.db'}"
-    with Gradebook(db_url, config.COURSE_ID) as gb:
+    with Gradebook(_db_url(), config.COURSE_ID) as gb:
         for assignment in gb.assignments:
             for student in gb.students:
                 score = LabScore()

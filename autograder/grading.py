@@ -250,6 +250,8 @@ def autograde(pairs: list[tuple[str, str]], workers: int = 1, resume: bool = Fal
             done.append(Outcome(**previous))
         else:
             todo.append((student, lab))
+    from . import gradebook
+    gradebook.add_students(student for student, _ in todo)  # not by two workers at once (a race)
     with tqdm(total=len(pairs), initial=len(done), desc="autograding", unit="submission") as bar, \
             ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         threads = max(1, (os.cpu_count() or 1) // max(1, workers))  # one share of the cores each
