@@ -29,8 +29,12 @@ class LabScore:
         return self.correctness + self.speed
 
 
+def db_path():
+    return config.grading_dir() / "gradebook.db"
+
+
 def _db_url() -> str:
-    return f"sqlite:///{config.grading_dir() / 'gradebook.db'}"
+    return f"sqlite:///{db_path()}"
 
 
 def add_students(students) -> None:
@@ -38,7 +42,7 @@ def add_students(students) -> None:
     of a new student at once (two of their labs, on two workers) would each insert the student,
     and the second would fail on the gradebook's unique key and be graded as the unfilled lab.
     (Releasing a lab makes the gradebook; without one there is no lab to grade yet.)"""
-    if not (config.grading_dir() / "gradebook.db").exists():
+    if not db_path().exists():
         return
     with Gradebook(_db_url(), config.COURSE_ID) as gb:
         for student in sorted(set(students)):

@@ -162,6 +162,7 @@ def bind(lab: str | None = None) -> None:
 
 _bind_error = ""
 PROFILE_MARK = "course-profile"
+PROFILE_STAGES = ("kernel-up", "imports", "references")  # the marks bind() writes, in order
 
 
 def _profile_mark(stage: str) -> None:

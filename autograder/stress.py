@@ -133,7 +133,7 @@ def _log_times(log_text: str) -> dict[str, float]:
             if name not in times and text in line:
                 stamp = datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S.%f")
                 times[name] = stamp.timestamp()
-    missing = (set(marks) | {"kernel-up", "imports", "references"}) - set(times)
+    missing = (set(marks) | set(grader.PROFILE_STAGES)) - set(times)
     if missing:
         raise RuntimeError(f"the profiled nbgrader log lacks {sorted(missing)}")
     return times
@@ -193,15 +193,12 @@ def profile_one(lab: str, student: str = "reference") -> dict:
 def median_profile(profiles: list[dict]) -> dict:
     """Each figure's median over several profiles of the same submission (one run moves by a
     second from one to the next on a shared machine)."""
-    import statistics
-
-    def med(values):
-        return statistics.median(values)
+    from statistics import median
     first = profiles[0]
-    stages = [dict(stage=s["stage"], wall=med([p["stages"][i]["wall"] for p in profiles]),
-                   cpu=med([p["stages"][i]["cpu"] for p in profiles])) for i, s in enumerate(first["stages"])]
+    stages = [dict(stage=s["stage"], wall=median(p["stages"][i]["wall"] for p in profiles),
+                   cpu=median(p["stages"][i]["cpu"] for p in profiles)) for i, s in enumerate(first["stages"])]
     return dict(first, ok=all(p["ok"] for p in profiles), runs=len(profiles), stages=stages,
-                **{k: med([p[k] for p in profiles]) for k in ("wall", "cpu", "cells", "beyond_cells")})
+                **{k: median(p[k] for p in profiles) for k in ("wall", "cpu", "cells", "beyond_cells")})
 
 
 def print_profile(p: dict) -> None:

@@ -8,16 +8,16 @@ def test_a_batch_puts_its_students_in_the_gradebook_before_any_worker_starts(tmp
     gradebook, and the second would fail on its unique key (CI saw lab01's `hangs` sample graded
     as the unfilled lab that way): the batch adds every student first."""
     from nbgrader.api import Gradebook
-    from autograder import config, grading
+    from autograder import config, gradebook, grading
     monkeypatch.setenv("COURSE_GRADING_DIR", str(tmp_path / "grading"))
     config.grading_dir().mkdir(parents=True)
     # a gradebook, as releasing a lab makes it (nbgrader runs `alembic` from the venv to create it)
     monkeypatch.setenv("PATH", os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]]))
-    Gradebook(f"sqlite:///{config.grading_dir() / 'gradebook.db'}", config.COURSE_ID).close()
+    Gradebook(f"sqlite:///{gradebook.db_path()}", config.COURSE_ID).close()
     seen = []
 
     def fake_autograde_one(student, lab, threads=None):
-        with Gradebook(f"sqlite:///{config.grading_dir() / 'gradebook.db'}", config.COURSE_ID) as gb:
+        with Gradebook(f"sqlite:///{gradebook.db_path()}", config.COURSE_ID) as gb:
             seen.append(sorted(s.id for s in gb.students))
         return grading.Outcome(student, lab, True, 0.0)
     monkeypatch.setattr(grading, "autograde_one", fake_autograde_one)
